@@ -1,0 +1,1 @@
+// StarKVMemory — module placeholder; see Package.swift for the stage this module implements.

@@ -1,0 +1,1 @@
+// StarKVPolicies — module placeholder; see Package.swift for the stage this module implements.

@@ -1,0 +1,1 @@
+// StarKVSynth — module placeholder; see Package.swift for the stage this module implements.
