@@ -45,12 +45,12 @@ public enum ModelPresets {
         vocabSize: 152064, tiedEmbeddings: false, vision: qwen25VisionLarge,
         source: "Qwen2.5-VL-72B-Instruct config.json")
 
-    /// A reduced decoder (4 layers, 8 query heads, 2 KV heads) with the 7B's vision tower, so
+    /// A reduced decoder (4 layers, 8 query heads, 4 KV heads) with the 7B's vision tower, so
     /// token counts are those of the real model. Used for small shipped traces and tests; the
     /// memory simulator still models the 7B for such traces (see README).
     public static let tinyVL = ModelGeometry(
         id: "tiny-vl", displayName: "tiny-vl (4-layer test decoder, 7B vision)", numLayers: 4,
-        hiddenSize: 256, intermediateSize: 512, numQueryHeads: 8, numKVHeads: 2, headDim: 32,
+        hiddenSize: 256, intermediateSize: 512, numQueryHeads: 8, numKVHeads: 4, headDim: 32,
         vocabSize: 152064, tiedEmbeddings: false, vision: qwen25VisionSmall,
         source: "StarKV test geometry")
 
