@@ -22,6 +22,8 @@ public struct ReplayedStep: Sendable, Equatable, Codable {
     /// Share of the full-cache run's decode attention (decode_attn_sum) on kept tokens; nil when
     /// the trace lacks the field.
     public var decodeMassRetained: Double?
+    /// The same per layer (empty when the trace lacks decode_attn_sum).
+    public var decodeMassRetainedPerLayer: [Double]
     /// Persistent loop: share of this step's window attention on tokens still cached before its
     /// compression; nil in the re-prefill loop.
     public var cachedWindowMass: Double?
@@ -84,7 +86,7 @@ public struct PolicyReplayer {
         for spec in policies {
             let policy: any KVPolicy
             do {
-                policy = try PolicyRegistry.make(name: spec.name, options: PolicyOptions(spec.options))
+                policy = try PolicyRegistry.make(spec.name, options: PolicyOptions(spec.options))
                 try policy.validate(header: header)
             } catch let e as PolicyError {
                 throw ReplayError.policy("\(reader.path): \(e)")
@@ -97,6 +99,8 @@ public struct PolicyReplayer {
         for f in [TraceField.decodeAttnSum, TraceField.winSum] where header.has(f) { needed.insert(f) }
         let layers = header.model.numLayers
         let workers = min(threads, max(1, pairs.count))
+        let loop = self.loop
+        let dumping = dump != nil
 
         for i in 0..<reader.stepCount {
             let step = try reader.readStep(at: i, fields: needed)
@@ -107,13 +111,14 @@ public struct PolicyReplayer {
                     var p = w
                     while p < count {
                         if slots.base[p].error == nil {
-                            PolicyReplayer.advance(&slots.base[p], step: step, header: header, layers: layers, loop: loop, dumping: dump != nil)
+                            PolicyReplayer.advance(&slots.base[p], step: step, header: header, layers: layers, loop: loop, dumping: dumping)
                         }
                         p += workers
                     }
                 }
             }
             if let failed = pairs.first(where: { $0.error != nil }) {
+                // Errors name the policy, episode, step and layer (PolicyError).
                 throw ReplayError.policy("\(reader.path): \(failed.error!)")
             }
             if let dump {
@@ -168,15 +173,24 @@ public struct PolicyReplayer {
                 for idx in row { p.digest.update(integer: idx) }
             }
         }
-        if dumping {
-            for sel in selections {
-                let record = KeptSetRecord(
-                    policy: p.spec.label, budget: p.budget.description, step: step.stepIndex, episode: step.episodeID,
-                    layer: sel.layer, granularity: sel.granularity.rawValue, kept: sel.keptIndices)
-                p.dumpLines += record.jsonLine()
+        var perLayerQuality: [Double] = []
+        do {
+            if dumping {
+                for sel in selections {
+                    let line = try KeptSetRecord(policy: p.spec.label, budget: p.budget, step: step, selection: sel).jsonLine()
+                    p.dumpLines += Array((line + "\n").utf8)
+                }
             }
+            if header.has(TraceField.decodeAttnSum) {
+                var out = output
+                out.layers = selections
+                perLayerQuality = try QualityProxy.decodeAttentionShares(header: header, step: step, output: out).compactMap { $0 }
+            }
+        } catch {
+            p.error = "\(error)"
+            return
         }
-        let quality = QualityProxy.decodeMassRetained(step: step, header: header, selections: selections)
+        let quality = perLayerQuality.isEmpty ? nil : perLayerQuality.reduce(0, +) / Double(perLayerQuality.count)
         let shares = imageShares(step: step, selections: selections)
         let visual = step.images.map(\.length)
         p.steps.append(
@@ -184,7 +198,8 @@ public struct PolicyReplayer {
                 step: step.stepIndex, episode: step.episodeID, reset: step.reset, promptLength: step.promptLength,
                 generatedTokens: step.generatedTokens, visualTokensPerImage: visual,
                 textTokens: step.promptLength - visual.reduce(0, +), keptTokensPerLayer: selections.map(\.keptTokensMean),
-                scoringFLOPs: output.scoringFLOPs, decodeMassRetained: quality, cachedWindowMass: cachedMass,
+                scoringFLOPs: output.scoringFLOPs, decodeMassRetained: quality, decodeMassRetainedPerLayer: perLayerQuality,
+                cachedWindowMass: cachedMass,
                 imageShareBefore: shares.before, imageShareAfter: shares.after, newTokens: newTokens))
     }
 
@@ -223,50 +238,4 @@ public struct PolicyReplayer {
 /// Disjoint per-pair slots handed to `concurrentPerform` workers (each index is touched by one worker).
 struct PairSlots: @unchecked Sendable {
     let base: UnsafeMutablePointer<PolicyReplayer.PairState>
-}
-
-/// One line of the `--dump-kept` JSON-lines file (docs/replay.md): the kept prompt positions of
-/// one layer of one step under one (policy, budget), ascending, one row per head at the
-/// policy's granularity (`shared`: one row for all heads).
-public struct KeptSetRecord: Sendable, Codable, Equatable {
-    public var policy: String
-    public var budget: String
-    public var step: Int
-    public var episode: String
-    public var layer: Int
-    public var granularity: String
-    public var kept: [[Int32]]
-
-    /// Compact JSON with a fixed key order, newline-terminated.
-    func jsonLine() -> [UInt8] {
-        var s = "{\"policy\":\(jsonString(policy)),\"budget\":\(jsonString(budget)),\"step\":\(step),\"episode\":\(jsonString(episode)),\"layer\":\(layer),\"granularity\":\(jsonString(granularity)),\"kept\":["
-        for (i, row) in kept.enumerated() {
-            if i > 0 { s += "," }
-            s += "[" + row.map(String.init).joined(separator: ",") + "]"
-        }
-        s += "]}\n"
-        return Array(s.utf8)
-    }
-}
-
-/// A JSON string literal.
-func jsonString(_ s: String) -> String {
-    var out = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        default:
-            if u.value < 0x20 {
-                let hex = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-    }
-    return out + "\""
 }
