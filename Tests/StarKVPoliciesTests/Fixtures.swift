@@ -4,7 +4,7 @@ import StarKVTrace
 
 /// Small in-memory traces for policy tests: 2 layers, 4 query heads, 2 KV heads (G = 2).
 enum Fixture {
-    static let windows = [1, 2, 4, 8]
+    static let windows = [1, 2, 3, 4, 5, 6, 7, 8]
 
     static func model(layers: Int = 2, heads: Int = 4, kvHeads: Int = 2) -> RecordedModel {
         RecordedModel(id: "test-tiny", numLayers: layers, numQueryHeads: heads, numKVHeads: kvHeads, headDim: 4,

@@ -61,7 +61,7 @@ import StarKVTrace
         #expect(WindowClamp.starKVQwen.apply(window: 8, capacity: 2, promptLength: 100) == 1)
         #expect(WindowClamp.starKVQwen.apply(window: 8, capacity: 50, promptLength: 100) == 8)
         #expect(WindowClamp.reference.apply(window: 8, capacity: 3, promptLength: 100) == 1)
-        #expect(WindowClamp.reference.apply(window: 8, capacity: 2, promptLength: 100) == 0)
+        #expect(WindowClamp.reference.apply(window: 8, capacity: 2, promptLength: 100) == 1)
         #expect(WindowClamp.reference.apply(window: 8, capacity: 7, promptLength: 100) == 5)
         #expect(WindowClamp.none.apply(window: 64, capacity: 3, promptLength: 40) == 40)
     }
