@@ -126,12 +126,10 @@ public struct MemorySimulator: Sendable {
 
         var terms = MemoryTerms(categoryBytes: tracker.peakCategories)
         let stats = allocator?.stats
-        let allocatedPeak = stats?.allocatedBytes.peak ?? tracker.peakBytes
-        let reservedPeak = stats?.reservedBytes.peak ?? tracker.peakBytes
-        terms.allocatorSlackBytes = max(0, reservedPeak - allocatedPeak)
 
         // Paged pool occupancy.
         var paged: PagedStepReport?
+        var pagedAllocatedPeak: Int?
         if let pool = pagedPool {
             let context = shape.contextPerLayerAfterPrefill.max() ?? 0
             let keptMax = shape.keptPerLayer.max() ?? 0
@@ -150,11 +148,20 @@ public struct MemorySimulator: Sendable {
                 blocksUsed: used,
                 occupancyFraction: used > 0 ? Double(keptMax + appended) / Double(used * pool.blockTokens) : 0,
                 fits: used <= pool.totalBlocks)
+            // vLLM keeps no previous-step cache; KV lives in blocks, activations outside them.
+            let activationsAtPeak = tracker.peakBytes - terms.kvNowBytes - terms.kvPreviousBytes
+            pagedAllocatedPeak = activationsAtPeak + used * pool.blockBytes
             if used > pool.totalBlocks && oom == nil {
                 oom = OutOfMemoryEvent(step: stepIndex, location: "paged KV pool (\(used) of \(pool.totalBlocks) blocks)", allocator: nil)
+            } else if activationsAtPeak - pool.weightsBytes > pool.activationProfileBytes
+                        && activationsAtPeak + pool.totalBlocks * pool.blockBytes > pool.budgetBytes && oom == nil {
+                oom = OutOfMemoryEvent(step: stepIndex, location: "\(tracker.peakLocation): activations exceed the profiled budget", allocator: nil)
             }
         }
         if oom != nil && firstOOM == nil { firstOOM = oom }
+        let allocatedPeak = stats?.allocatedBytes.peak ?? pagedAllocatedPeak ?? tracker.peakBytes
+        let reservedPeak = stats?.reservedBytes.peak ?? pagedPool?.budgetBytes ?? tracker.peakBytes
+        terms.allocatorSlackBytes = max(0, reservedPeak - allocatedPeak)
 
         // FLOPs.
         var flops = FLOPCounts()
@@ -182,7 +189,7 @@ public struct MemorySimulator: Sendable {
             requestedPeakBytes: tracker.peakBytes, peakLocation: tracker.peakLocation, peakTerms: terms,
             phasePeaks: tracker.orderedPhasePeaks,
             allocatedBytes: stats?.allocatedBytes.current ?? tracker.totalBytes, allocatedPeakBytes: allocatedPeak,
-            reservedBytes: stats?.reservedBytes.current ?? tracker.totalBytes, reservedPeakBytes: reservedPeak,
+            reservedBytes: stats?.reservedBytes.current ?? pagedPool?.budgetBytes ?? tracker.totalBytes, reservedPeakBytes: reservedPeak,
             inactiveSplitBytes: stats?.inactiveSplitBytes.current ?? 0,
             inactiveSplitPeakBytes: stats?.inactiveSplitBytes.peak ?? 0,
             allocRetries: (stats?.numAllocRetries ?? 0) - retriesBefore, events: events.count,
