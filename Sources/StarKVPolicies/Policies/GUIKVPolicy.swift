@@ -1,0 +1,124 @@
+import StarKVModel
+import StarKVTrace
+
+/// GUI-KV (SalesforceAIResearch/GUI-KV `GUIKVCluster.update_kv`; algorithms.md §3): SnapKV window
+/// scores per query head (w = 8, k = 5 avg), plus the hidden-norm spatial boost on the current
+/// screenshot (α = 2, T_s = 3.5, every head), plus QR-residual temporal redundancy on steps with
+/// ≥ 2 images: per KV head, the `⌊(1 − C/L)·V_prev⌋` previous-frame tokens with the smallest
+/// residual ‖k − UUᵀk‖ (recorded as `guikv_resid`) get score 0. Then per-head top-(C − w_eff)
+/// plus the window, `w_eff = min(w, C − 2)`.
+public struct GUIKVPolicy: KVPolicy {
+    public static let policyName = "guikv"
+    public static let summary = "GUI-KV: spatial hidden-norm boost + QR-residual temporal redundancy, per query head"
+    public static let optionSpecs: [PolicyOptionSpec] = [
+        PolicyOptionSpec("window", "8", "observation window w"),
+        PolicyOptionSpec("kernel", "5", "pooling kernel k"),
+        PolicyOptionSpec("pooling", "avgpool", "avgpool or maxpool"),
+        PolicyOptionSpec("alpha", "2", "spatial boost weight α (0 = off)"),
+        PolicyOptionSpec("temperature", "3.5", "spatial softmax temperature T_s"),
+        PolicyOptionSpec("temporal", "on", "QR-residual temporal redundancy on/off"),
+        PolicyOptionSpec("granularity", "query_head", "query_head (UI-TARS path) or kv_head (OpenCUA path: head g·G's set)"),
+        PolicyOptionSpec("flops_qr", "per_head", "per_head (as coded: QR per query head) or per_kv_head (deduplicated) for the FLOP count"),
+    ]
+
+    public var window: Int
+    public var kernel: Int
+    public var pooling: Pooling
+    public var alpha: Double
+    public var temperature: Double
+    public var temporal: Bool
+    public var granularity: HeadGranularity
+    public var qrPerQueryHead: Bool
+
+    public init(options o: PolicyOptions) throws {
+        let p = Self.policyName
+        window = try o.int("window", policy: p, default: 8, range: 1...1_000_000)
+        kernel = try o.int("kernel", policy: p, default: 5, range: 1...1001)
+        pooling = Pooling(rawValue: try o.string("pooling", policy: p, default: "avgpool", choices: ["avgpool", "maxpool"]))!
+        alpha = try o.double("alpha", policy: p, default: 2, range: 0...1e9)
+        temperature = try o.double("temperature", policy: p, default: 3.5, range: 1e-9...1e9)
+        temporal = try o.bool("temporal", policy: p, default: true)
+        granularity = try o.string("granularity", policy: p, default: "query_head", choices: ["query_head", "kv_head"]) == "kv_head" ? .kvHead : .queryHead
+        qrPerQueryHead = try o.string("flops_qr", policy: p, default: "per_head", choices: ["per_head", "per_kv_head"]) == "per_head"
+    }
+
+    public init(window: Int = 8, kernel: Int = 5, pooling: Pooling = .avg, alpha: Double = 2, temperature: Double = 3.5,
+                temporal: Bool = true, granularity: HeadGranularity = .queryHead) {
+        self.window = window
+        self.kernel = kernel
+        self.pooling = pooling
+        self.alpha = alpha
+        self.temperature = temperature
+        self.temporal = temporal
+        self.granularity = granularity
+        self.qrPerQueryHead = true
+    }
+
+    public var requiredFields: [String] {
+        var f = [TraceField.winSum]
+        if alpha > 0 { f.append(TraceField.hidNorm) }
+        if temporal { f.append(TraceField.guikvResid) }
+        return f
+    }
+
+    public func compress(_ input: PolicyStepInput, state: PolicyState) throws -> PolicyStepOutput {
+        let fields = try StepFields(policy: Self.policyName, input: input)
+        let step = input.step
+        let l = step.promptLength
+        let plan = BudgetPlan(promptLength: l, budget: input.budget, window: window, clamp: .reference)
+        guard plan.compresses else {
+            return PolicyStepOutput(layers: (0..<fields.numLayers).map { LayerSelection.keepAll(layer: $0, promptLength: l) }, scoringFLOPs: 0, state: state)
+        }
+        let m = input.header.model
+        let h = fields.numHeads, hkv = fields.numKVHeads, g = h / hkv
+        let past = plan.past
+        let k = min(plan.capacity - plan.window, past)
+        let budgetRatio = Double(plan.capacity) / Double(l)
+        let current = step.images.last
+        let multiImage = step.images.count > 1
+        // Previous-frame positions in span order (the order of guikv_resid's columns).
+        var prevPositions: [Int] = []
+        for img in step.images.dropLast() { prevPositions.append(contentsOf: img.spanStart..<img.spanEnd) }
+        let zeroCount = Int(((1.0 - budgetRatio) * Double(prevPositions.count)).rounded(.towardZero))
+        var layers: [LayerSelection] = []
+        for layer in 0..<fields.numLayers {
+            var heads = try pooledWindowScores(fields, layer: layer, window: plan.window, past: past, kernel: kernel, pooling: pooling)
+            if alpha > 0, let cur = current, cur.length > 0 {
+                let norms = try fields.hiddenNorms(layer: layer)
+                let off = currentFrameNormOffset(step)
+                let beta = spatialBoost(norms: norms[off..<(off + cur.length)], alpha: alpha, temperature: temperature)
+                for hh in 0..<h {
+                    for u in 0..<cur.length where cur.spanStart + u < past { heads[hh][cur.spanStart + u] += beta[u] }
+                }
+            }
+            if temporal, multiImage, zeroCount > 0 {
+                let resid = try fields.guikvResiduals(layer: layer)
+                for grp in 0..<hkv {
+                    // The zeroCount smallest residuals (most redundant), ties to the lower position.
+                    let negated = resid[grp].map { -$0 }
+                    let chosen = topKAscending(negated, count: zeroCount)
+                    for hh in (grp * g)..<((grp + 1) * g) {
+                        for idx in chosen {
+                            let pos = prevPositions[Int(idx)]
+                            if pos < past { heads[hh][pos] = 0 }
+                        }
+                    }
+                }
+            }
+            var rows = heads.map { withWindow(topKAscending($0, count: k), past: past, promptLength: l) }
+            if granularity == .kvHead { rows = (0..<hkv).map { rows[$0 * g] } }
+            layers.append(LayerSelection(layer: layer, granularity: granularity, keptIndices: rows, capacityTokens: plan.capacity, windowTokens: plan.window, compressed: true))
+        }
+        // FLOPs (algorithms.md §11): SnapKV + spatial + per-head QR/projection on multi-image steps.
+        var flops = snapKVScoringFLOPs(m, promptLength: l, window: plan.window, kernel: kernel)
+        let nl = Double(m.numLayers), d = Double(m.headDim)
+        let vc = Double(current?.length ?? 0), vp = Double(prevPositions.count)
+        if alpha > 0 { flops += nl * (2 * vc * Double(m.hiddenSize) + (5 + Double(h)) * vc) }
+        if temporal, multiImage {
+            let r = Double(min(32, Int(vc), m.headDim))
+            let perHead = max(0, 2 * d * d * vc - 2.0 / 3.0 * d * d * d) + 4 * r * d * vp + 3 * d * vp
+            flops += nl * perHead * Double(qrPerQueryHead ? h : hkv)
+        }
+        return PolicyStepOutput(layers: layers, scoringFLOPs: flops, state: state)
+    }
+}

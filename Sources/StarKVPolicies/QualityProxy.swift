@@ -1,0 +1,71 @@
+import StarKVModel
+import StarKVTrace
+
+/// Quality proxies for a kept set (issue 5; algorithms.md §10.1 "Quality proxies"):
+/// the share of an attention-mass field ([H, L], e.g. `decode_attn_sum` of the full-cache run,
+/// or the next step's `win_sum` rows) that falls on kept positions. Sums run in fp64 in head
+/// then position order, so the result is deterministic.
+public enum QualityProxy {
+    /// Share of `weights` (H rows over the same positions the selection indexes) that falls on
+    /// kept positions, summed over heads; query head h is scored against the row it reads
+    /// (shared set, its own set, or its KV head's set). Only columns in `columns` count (numerator
+    /// and denominator; default all). Nil when the counted mass is zero.
+    public static func keptMassShare(
+        weights: [[Float]], selection: LayerSelection, queryHeadsPerKVHead: Int, columns: Range<Int>? = nil
+    ) -> Double? {
+        let perHead = keptMassPerHead(weights: weights, selection: selection, queryHeadsPerKVHead: queryHeadsPerKVHead, columns: columns)
+        var kept = 0.0, total = 0.0
+        for (k, t) in perHead { kept += k; total += t }
+        return total > 0 ? kept / total : nil
+    }
+
+    /// (kept mass, total mass) per query head, fp64.
+    public static func keptMassPerHead(
+        weights: [[Float]], selection: LayerSelection, queryHeadsPerKVHead: Int, columns: Range<Int>? = nil
+    ) -> [(kept: Double, total: Double)] {
+        weights.enumerated().map { (h, row) in
+            let range = (columns ?? 0..<row.count).clamped(to: 0..<row.count)
+            var total = 0.0
+            for j in range { total += Double(row[j]) }
+            var kept = 0.0
+            for idx in selection.keptIndices(forQueryHead: h, queryHeadsPerKVHead: queryHeadsPerKVHead) {
+                let j = Int(idx)
+                if range.contains(j) { kept += Double(row[j]) }
+            }
+            return (kept, total)
+        }
+    }
+
+    /// Decode proxy: share of the full-cache run's decode attention (`decode_attn_sum` [H, L] of
+    /// `layer`) that falls on the layer's kept positions. Nil when the step recorded no decode
+    /// mass. Throws `PolicyError.missingChunk` / `.badShape` when the field is absent or wrong.
+    public static func decodeAttentionShare(
+        header: TraceHeader, step: StepRecord, selection: LayerSelection, policy: String = "quality-proxy"
+    ) throws -> Double? {
+        let fields = try StepFields(policy: policy, input: PolicyStepInput(header: header, step: step, budget: .percent(100)))
+        let rows = try fields.headRows(TraceField.decodeAttnSum, layer: selection.layer, columns: step.promptLength)
+        return keptMassShare(weights: rows, selection: selection, queryHeadsPerKVHead: header.model.numQueryHeads / max(1, header.model.numKVHeads))
+    }
+
+    /// Decode proxy for every layer of a step output (nil entries where no decode mass).
+    public static func decodeAttentionShares(header: TraceHeader, step: StepRecord, output: PolicyStepOutput) throws -> [Double?] {
+        try output.layers.map { try decodeAttentionShare(header: header, step: step, selection: $0) }
+    }
+
+    /// Persistent-cache proxy: share of the next step's window attention that falls on tokens
+    /// still cached. `nextStep` is the next step's record, `window` a recorded `win_sum` window,
+    /// `stillCached` the positions (in the next step's coordinates, mapped by the replay) still in
+    /// the cache, one row per head at its granularity; only columns in `columns` count (default:
+    /// the next step's past, [0, L' − window)).
+    public static func nextWindowShare(
+        header: TraceHeader, nextStep: StepRecord, layer: Int, window: Int, stillCached: LayerSelection,
+        columns: Range<Int>? = nil, policy: String = "quality-proxy"
+    ) throws -> Double? {
+        let fields = try StepFields(policy: policy, input: PolicyStepInput(header: header, step: nextStep, budget: .percent(100)))
+        let l = nextStep.promptLength
+        let rows = try fields.windowSums(layer: layer, window: window, columns: l)
+        return keptMassShare(
+            weights: rows, selection: stillCached, queryHeadsPerKVHead: header.model.numQueryHeads / max(1, header.model.numKVHeads),
+            columns: columns ?? 0..<max(0, l - window))
+    }
+}

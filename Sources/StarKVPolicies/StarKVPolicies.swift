@@ -1,1 +1,0 @@
-// StarKVPolicies — module placeholder; see Package.swift for the stage this module implements.
