@@ -285,7 +285,7 @@ struct StepSynthesizer {
         let nPrev = layout.images.dropLast().reduce(0) { $0 + $1.length }
         let eStar = layout.lastVisionEnd
         let G = agent.plan.steps[k].generatedTokens
-        let W = min(cfg.winRowsMax, L)
+        let W = cfg.winRowsMax
         let windows = cfg.windowSizes
         var chunks = [TensorChunk]()
 
@@ -413,7 +413,7 @@ struct StepSynthesizer {
                         for j in 0..<L { decode[h * L + j] = Float(work[j]) }
                     }
                     if fidelity >= .full {
-                        for (ri, i) in ((L - W)..<L).enumerated() {
+                        for (ri, i) in ((L - W)..<L).enumerated() where i >= 0 {
                             let c = Int(classOf[i])
                             let kern = kernels[c]
                             let off = (h * W + ri) * L

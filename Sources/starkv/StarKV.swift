@@ -16,6 +16,7 @@ struct StarKV: ParsableCommand {
             Validate.self,
             Recover.self,
             Dump.self,
+            Record.self,
         ]
     )
 }
