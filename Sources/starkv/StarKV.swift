@@ -17,6 +17,7 @@ struct StarKV: ParsableCommand {
             Recover.self,
             Dump.self,
             MemoryCommand.self,
+            Record.self,
         ]
     )
 }
