@@ -18,6 +18,8 @@ struct StarKV: ParsableCommand {
             Dump.self,
             MemoryCommand.self,
             Record.self,
+            ReplayCommand.self,
+            ReportCommand.self,
         ]
     )
 }
