@@ -69,6 +69,7 @@ demo: build
 
 bench: build
 	@echo "benchmarks: see benchmarks/README.md"
+	benchmarks/allocator/run.sh $(BIN)
 
 clean:
 	rm -rf .build out
