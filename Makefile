@@ -84,6 +84,7 @@ traces-full: build
 
 bench: build
 	@echo "benchmarks: see benchmarks/README.md"
+	benchmarks/allocator/run.sh $(BIN)
 
 clean:
 	rm -rf .build out
