@@ -15,6 +15,7 @@ struct StarKV: ParsableCommand {
             Inspect.self,
             Validate.self,
             Recover.self,
+            Dump.self,
         ]
     )
 }
