@@ -187,9 +187,14 @@ class Recorder:
         if screen_size:
             agent.screen_width, agent.screen_height = int(screen_size[0]), int(screen_size[1])
         ip = getattr(self.processor, "image_processor", None)
-        size = getattr(ip, "size", None) or {}
-        mn = getattr(ip, "min_pixels", None) or (size.get("shortest_edge") if isinstance(size, Mapping) else None)
-        mx = getattr(ip, "max_pixels", None) or (size.get("longest_edge") if isinstance(size, Mapping) else None)
+        size = getattr(ip, "size", None)
+
+        def size_entry(key):  # dict (older) or SizeDict (transformers 5) holding the pixel bounds
+            if isinstance(size, Mapping):
+                return size.get(key)
+            return getattr(size, key, None)
+        mn = getattr(ip, "min_pixels", None) or size_entry("min_pixels") or size_entry("shortest_edge")
+        mx = getattr(ip, "max_pixels", None) or size_entry("max_pixels") or size_entry("longest_edge")
         agent.min_pixels, agent.max_pixels = int(mn or 0), int(mx or 0)
         if model_id is None:
             name = getattr(self.model.config, "_name_or_path", "") or getattr(self.model.config, "model_type", "model")
