@@ -162,7 +162,7 @@ def test_batched_prompts_are_refused_with_a_clear_error(tiny, tmp_path):
 
 def test_the_swift_cli_validates_and_inspects_a_recorded_trace(recorded):
     if starkv_bin() is None:
-        pytest.skip("STARKV_BIN is not set (make test-python sets it to the built starkv binary)")
+        pytest.skip("STARKV_BIN is unset or names no executable (make test-python builds starkv and sets it)")
     path = str(recorded[0])
     assert "OK" in starkv("validate", path).stdout
     info = json.loads(starkv("inspect", "--json", path).stdout)
@@ -172,7 +172,7 @@ def test_the_swift_cli_validates_and_inspects_a_recorded_trace(recorded):
 
 def test_a_replay_of_the_recorded_trace_runs(recorded, tmp_path):
     if starkv_bin() is None:
-        pytest.skip("STARKV_BIN is not set (make test-python sets it to the built starkv binary)")
+        pytest.skip("STARKV_BIN is unset or names no executable (make test-python builds starkv and sets it)")
     if not re.search(r"^\s+replay\s", starkv("--help").stdout, re.M):
         pytest.skip("`starkv replay` is not on main yet; the recorded trace validates (test above)")
     r = starkv("replay", str(recorded[0]), "--output", str(tmp_path / "replay"), check=False)
