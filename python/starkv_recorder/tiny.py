@@ -32,7 +32,7 @@ _CORPUS = [
 ] * 4
 
 
-def tiny_processor():
+def tiny_processor(max_pixels: int = 28 * 28 * 64):
     """A Qwen2_5_VLProcessor with a small trained byte-level BPE tokenizer (vocab < 512)."""
     try:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -49,7 +49,7 @@ def tiny_processor():
     tok.train_from_iterator(_CORPUS, trainer=trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                    unk_token=None)
-    image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64, patch_size=14,
+    image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=max_pixels, patch_size=14,
                                             merge_size=2, temporal_patch_size=2)
     video_processor = Qwen2VLVideoProcessor(patch_size=14, merge_size=2, temporal_patch_size=2)
     return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=fast, video_processor=video_processor,
