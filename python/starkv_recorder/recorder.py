@@ -386,4 +386,4 @@ class Recorder:
         self.steps_written += 1
 
 
-__all__ = ["Recorder", "find_attention_layers", "image_spans"]
+__all__ = ["Recorder", "find_attention_layers", "text_config"]

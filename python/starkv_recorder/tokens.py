@@ -73,7 +73,7 @@ def token_types(input_ids: Sequence[int], special: SpecialTokens) -> np.ndarray:
             if h and tuple(ids[i + 1:i + 1 + len(h)]) == h:
                 role, hlen = name, len(h)
                 break
-        if role is None:  # unknown role: header = tokens up to the first token of any role header's newline
+        if role is None:  # unknown role (e.g. "tool"): treat the one token after <|im_start|> as its name
             hlen = 1 if i + 1 < L else 0
         try:
             end = ids.index(special.im_end, i + 1)

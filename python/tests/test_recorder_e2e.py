@@ -82,6 +82,7 @@ def test_window_sums_and_column_sums_equal_brute_force_eager_attention(recorded)
             np.testing.assert_allclose(r.tensor(pos, "colsum_all", layer), A.sum(axis=1), atol=1e-3)
             np.testing.assert_allclose(r.tensor(pos, "colsum_postvis", layer), A[:, e_star:].sum(axis=1), atol=1e-3)
             cnt = r.tensor(pos, "count_gt_001", layer)
+            # fp32 rounding of the two kernels may move one entry across 0.01; allow one per head
             assert np.abs(cnt - (A[:, e_star:] > 0.01).sum(axis=(1, 2))).max() <= 1
             assert r.tensor(pos, "n_valid", layer).tolist() == [sum(i + 1 for i in range(e_star, L))]
             np.testing.assert_allclose(r.tensor(pos, "win_rows", layer), A[:, L - 8:], atol=2e-3)
