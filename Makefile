@@ -35,12 +35,16 @@ test-swift: deps
 	$(SWIFT) build -c $(CONFIG) $(SWIFT_FLAGS) --product starkv
 	STARKV_BIN=$(abspath $(BIN)) $(SWIFT) test $(SWIFT_FLAGS) --parallel 2>&1 | tee .build/swift-test.log; exit $${PIPESTATUS[0]}
 
-# Python recorder tests (skipped with a message until python/ has a package).
+# Python recorder tests (python/tests): unit tests, a tiny random-weight Qwen2.5-VL end to end, and
+# interop with the Swift CLI (built here when missing; STARKV_BIN points the tests at it).
 test-python: python-deps
 	@if [ -f python/pyproject.toml ]; then \
+	  [ -x $(BIN) ] || $(SWIFT) build -c $(CONFIG) $(SWIFT_FLAGS) --product starkv; \
 	  STARKV_BIN=$(abspath $(BIN)) $(PY) -m pytest -q python/tests; \
 	else echo "python recorder: not present yet"; fi
 
+# Creates .venv when missing and installs the recorder with its test extras from PyPI
+# (numpy, zstandard, protobuf, crc32c, torch, torchvision, transformers, pillow, pytest).
 python-deps:
 	@if [ -f python/pyproject.toml ]; then \
 	  [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
