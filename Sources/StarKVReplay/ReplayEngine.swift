@@ -129,7 +129,9 @@ public struct PolicyReplayer {
             } catch let e as PolicyError {
                 throw ReplayError.policy("\(reader.path): \(e)")
             }
-            for budget in budgets {
+            // The full cache ignores the budget: it runs once, as the 100% baseline.
+            let pairBudgets = spec.name == FullCachePolicy.policyName ? [KVBudget.percent(100)] : budgets
+            for budget in pairBudgets {
                 var pair = PairState(policy: policy, spec: spec, budget: budget, state: policy.initialState)
                 let goldenField = GoldenAgreement.fieldName(policy: spec.name, budget: budget)
                 if spec.options.isEmpty, header.has(goldenField) { pair.golden = GoldenAgreement(field: goldenField) }

@@ -174,10 +174,19 @@ def test_the_swift_cli_validates_and_inspects_a_recorded_trace(recorded):
 def test_a_replay_of_the_recorded_trace_runs(recorded, tmp_path):
     if starkv_bin() is None:
         pytest.skip("STARKV_BIN is unset or names no executable (make test-python builds starkv and sets it)")
-    if not re.search(r"^\s+replay\s", starkv("--help").stdout, re.M):
-        pytest.skip("`starkv replay` is not on main yet; the recorded trace validates (test above)")
-    r = starkv("replay", str(recorded[0]), "--output", str(tmp_path / "replay"), check=False)
+    out = tmp_path / "replay"
+    r = starkv("replay", str(recorded[0]), "--policies", "snapkv,starkv,guikv", "--budgets", "20,100",
+               "--out", str(out), "--quiet", check=False)
     assert r.returncode == 0, r.stdout + r.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert [(run["policyName"], run["budget"]) for run in results["runs"]] == [
+        ("snapkv", "20%"), ("snapkv", "100%"), ("starkv", "20%"), ("starkv", "100%"), ("guikv", "20%"), ("guikv", "100%")]
+    for run in results["runs"]:
+        assert len(run["steps"]) == 3
+        expected = 0.2 if run["budget"] == "20%" else 1.0
+        for step in run["steps"]:
+            assert abs(step["keptFraction"] - expected) < 0.01 + 1 / step["promptLength"]
+    assert (out / "report.html").read_text().count("<svg") >= 2
 
 
 def test_cli_records_a_scripted_episode_from_a_model_directory(tiny, tmp_path):
