@@ -62,11 +62,11 @@ struct MemoryCommand: ParsableCommand {
         var config = MemorySimulationConfig(
             model: geometry, accelerator: accelerator, llmAttention: try parseAttention(attn, "--attn"),
             visionAttention: try vitAttn.map { try parseAttention($0, "--vit-attn") }, storedKVHeads: kvHeads,
-            logits: try pick(logits, "--logits", ["full": .full, "last": .lastToken, "fp32": .fullFloat32]),
-            loop: try pick(loop, "--loop", ["reprefill": .rePrefill, "persistent": .persistentCache]),
+            logits: try MemoryFlags.pick(logits, "--logits", MemoryFlags.logits),
+            loop: try MemoryFlags.pick(loop, "--loop", ["reprefill": .rePrefill, "persistent": .persistentCache]),
             retainPreviousCache: !noRetainPrevious,
-            allocator: try pick(allocator, "--allocator", ["torch": .torchCaching, "paged": .vllmPaged, "analytic": .analytic]),
-            weightDtype: try pick(weightDtype, "--weight-dtype", ["bf16": .bf16, "fp32": .fp32]))
+            allocator: try MemoryFlags.pick(allocator, "--allocator", MemoryFlags.allocators),
+            weightDtype: try MemoryFlags.pick(weightDtype, "--weight-dtype", MemoryFlags.weightDtypes))
         config.cachingOptions.expandableSegments = expandableSegments
         if let b = budget, !(b > 0 && b <= 100) { throw ValidationError("--budget \(b) must be in (0, 100]") }
         let tokens = try SyntheticWorkload.visualTokens(width: size.width, height: size.height)
@@ -103,14 +103,7 @@ struct MemoryCommand: ParsableCommand {
     }
 
     func parseAttention(_ text: String, _ flag: String) throws -> AttentionImplementation {
-        try pick(text, flag, ["eager": .eager, "flash": .flash, "flash_attention_2": .flash, "sdpa": .flash])
-    }
-
-    func pick<T>(_ text: String, _ flag: String, _ table: [String: T]) throws -> T {
-        guard let v = table[text.lowercased()] else {
-            throw ValidationError("\(flag) '\(text)' must be one of \(table.keys.sorted().joined(separator: ", "))")
-        }
-        return v
+        try MemoryFlags.pick(text, flag, MemoryFlags.attention)
     }
 
     func runBenchmark() throws {

@@ -33,8 +33,8 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "Vision-tower attention: flash or eager (default: as --attn).") var visionAttn: String?
     @Option(help: "KV heads stored in the cache (4 = GQA; 28 = the STaR-KV/GUI-KV repeat_kv path; default: the trace's).")
     var kvHeads: Int?
-    @Option(help: "Logits materialised at prefill: full, lastToken, fullFloat32.") var logits = "full"
-    @Option(help: "Allocator model: torchCaching, vllmPaged, analytic.") var allocator = "torchCaching"
+    @Option(help: "Logits materialised at prefill: full, last, fp32.") var logits = "full"
+    @Option(help: "Allocator model: torch (caching allocator replica), paged (vLLM pool), analytic.") var allocator = "torch"
     @Flag(help: "Do not keep the previous step's cache alive during the next step.") var noRetainPrevious = false
     @Option(help: "Worker threads (results are identical for any value).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Report directory.") var out = "out/replay"
@@ -105,24 +105,15 @@ enum ReplayOptionsParser {
         let accelerator = try Accelerator.named(gpu)
         /// A flag must name flash or eager; a trace's own value (e.g. "synthetic") falls back to flash.
         func impl(_ flag: String?, recorded: String) throws -> AttentionImplementation {
-            if let flag {
-                guard let v = AttentionImplementation(rawValue: flag.lowercased()) else {
-                    throw ValidationError("attention implementation '\(flag)' is not flash or eager")
-                }
-                return v
-            }
+            if let flag { return try MemoryFlags.pick(flag, "--attn", MemoryFlags.attention) }
             return recorded.lowercased().contains("eager") ? .eager : .flash
         }
         let llm = try impl(attn, recorded: header.agent.attnImplementation)
         let vit = try impl(
             visionAttn ?? attn,
             recorded: header.agent.visionAttnImplementation.isEmpty ? header.agent.attnImplementation : header.agent.visionAttnImplementation)
-        guard let logitsPolicy = LogitsPolicy(rawValue: logits) else {
-            throw ValidationError("--logits must be one of \(LogitsPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        guard let allocatorKind = AllocatorKind(rawValue: allocator) else {
-            throw ValidationError("--allocator must be one of \(AllocatorKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
+        let logitsPolicy = try MemoryFlags.pick(logits, "--logits", MemoryFlags.logits)
+        let allocatorKind = try MemoryFlags.pick(allocator, "--allocator", MemoryFlags.allocators)
         var stored = kvHeads ?? header.agent.storedKVHeads
         if stored <= 0 || (kvHeads == nil && header.model.id != geometry.id) { stored = geometry.numKVHeads }
         if kvHeads == nil, header.agent.storedKVHeads == header.model.numQueryHeads, header.model.id != geometry.id {
