@@ -67,6 +67,21 @@ proto-check: deps
 demo: build
 	$(BIN) inspect $(SAMPLE_TRACE)
 
+# Regenerates the shipped sample (tiny-vl, 1280x720, 6 steps, 2 image slots, standard fields,
+# windows 8 and 32; about 6 MB). Same flags and seed → byte-identical file.
+traces: build
+	mkdir -p traces
+	$(BIN) record synth --out $(SAMPLE_TRACE) --model tiny-vl --screen 1280x720 --steps 6 \
+	  --image-slots 2 --fields standard --window-sizes 8,32 --zstd-level 19 --seed 1 --quiet
+
+# The realistic trajectory: Qwen2.5-VL-7B, 1920x1080, 10 steps, 5 screenshots (about 1.1 GB,
+# under a minute on one core); gitignored.
+traces-full: build
+	mkdir -p traces/generated
+	$(BIN) record synth --out traces/generated/qwen2.5-vl-7b-1920x1080-10step.starkv --model qwen2.5-vl-7b \
+	  --screen 1920x1080 --steps 10 --image-slots 5 --fields standard --seed 1
+	$(BIN) inspect traces/generated/qwen2.5-vl-7b-1920x1080-10step.starkv
+
 bench: build
 	@echo "benchmarks: see benchmarks/README.md"
 

@@ -35,12 +35,13 @@ let package = Package(
             providers: [.apt(["libprotobuf-c-dev"])]),
         .target(
             name: "CStarKVProto", dependencies: ["CProtobufC"], path: "Sources/CStarKVProto"),
+        .target(name: "CStarKVSupport", path: "Sources/CStarKVSupport"),
 
         // Stages.
         .target(name: "StarKVModel", swiftSettings: strictSettings),
         .target(
             name: "StarKVTrace",
-            dependencies: ["StarKVModel", "CZstd", "CStarKVProto", "CProtobufC"],
+            dependencies: ["StarKVModel", "CZstd", "CStarKVProto", "CProtobufC", "CStarKVSupport"],
             swiftSettings: strictSettings),
         .target(
             name: "StarKVSynth", dependencies: ["StarKVModel", "StarKVTrace"],

@@ -15,6 +15,9 @@ struct StarKV: ParsableCommand {
             Inspect.self,
             Validate.self,
             Recover.self,
+            Dump.self,
+            MemoryCommand.self,
+            Record.self,
         ]
     )
 }

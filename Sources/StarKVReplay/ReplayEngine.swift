@@ -1,0 +1,241 @@
+import Dispatch
+import Foundation
+import StarKVModel
+import StarKVPolicies
+import StarKVTrace
+
+/// The token-level facts of one replayed step that the memory simulator and the reports need.
+public struct ReplayedStep: Sendable, Equatable, Codable {
+    public var step: Int
+    public var episode: String
+    public var reset: Bool
+    public var promptLength: Int
+    public var generatedTokens: Int
+    /// Visual tokens of each screenshot, prompt order (last = current).
+    public var visualTokensPerImage: [Int]
+    /// Tokens that are not visual (text, markers, template).
+    public var textTokens: Int
+    /// Kept prompt tokens per layer (mean over heads), after compression.
+    public var keptTokensPerLayer: [Double]
+    /// Compression-stage scoring FLOPs of this step (algorithms.md §11).
+    public var scoringFLOPs: Double
+    /// Share of the full-cache run's decode attention (decode_attn_sum) on kept tokens; nil when
+    /// the trace lacks the field.
+    public var decodeMassRetained: Double?
+    /// The same per layer (empty when the trace lacks decode_attn_sum).
+    public var decodeMassRetainedPerLayer: [Double]
+    /// Persistent loop: share of this step's window attention on tokens still cached before its
+    /// compression; nil in the re-prefill loop.
+    public var cachedWindowMass: Double?
+    /// Per screenshot: share of the prompt before compression and of the kept cache after
+    /// (means over layers and heads).
+    public var imageShareBefore: [Double]
+    public var imageShareAfter: [Double]
+    /// Tokens new at this step (persistent loop: not carried from the previous step).
+    public var newTokens: Int
+}
+
+/// What replaying one (policy, budget) pair over a trace produced, before the memory simulation.
+public struct PairReplay: Sendable {
+    public var policy: PolicySpec
+    public var budget: KVBudget
+    public var steps: [ReplayedStep]
+    /// SHA-256 over every kept index set of the pair, in step/layer/head order.
+    public var keptDigest: String
+}
+
+/// Replays a trace under (policy, budget) pairs (issue: replay engine). Streams the trace one
+/// step at a time; at each step the pairs run in parallel, each with its own carried policy
+/// state, and write into fixed slots, so results (and the kept-set dump) do not depend on the
+/// thread count.
+public struct PolicyReplayer {
+    public var reader: TraceReader
+    public var policies: [PolicySpec]
+    public var budgets: [KVBudget]
+    public var loop: CacheLoop
+    public var threads: Int
+
+    public init(reader: TraceReader, policies: [PolicySpec], budgets: [KVBudget], loop: CacheLoop, threads: Int) {
+        self.reader = reader
+        self.policies = policies
+        self.budgets = budgets
+        self.loop = loop
+        self.threads = max(1, threads)
+    }
+
+    /// Per-pair mutable replay state (one slot per pair).
+    struct PairState {
+        var policy: any KVPolicy
+        var spec: PolicySpec
+        var budget: KVBudget
+        var state: PolicyState
+        var residency = CacheResidency()
+        var digest = SHA256()
+        var steps: [ReplayedStep] = []
+        var error: String?
+        var dumpLines: [UInt8] = []
+    }
+
+    /// Runs every pair over every step. `dump` receives each step's kept-set JSON lines (pairs in
+    /// order) when non-nil. `progress` is called after each step.
+    public func run(
+        dump: ((_ bytes: [UInt8]) throws -> Void)? = nil, progress: ((ReplayProgress) -> Void)? = nil
+    ) throws -> [PairReplay] {
+        let header = reader.header
+        var pairs: [PairState] = []
+        for spec in policies {
+            let policy: any KVPolicy
+            do {
+                policy = try PolicyRegistry.make(spec.name, options: PolicyOptions(spec.options))
+                try policy.validate(header: header)
+            } catch let e as PolicyError {
+                throw ReplayError.policy("\(reader.path): \(e)")
+            }
+            for budget in budgets {
+                pairs.append(PairState(policy: policy, spec: spec, budget: budget, state: policy.initialState))
+            }
+        }
+        var needed = Set(pairs.flatMap { $0.policy.requiredFields })
+        for f in [TraceField.decodeAttnSum, TraceField.winSum] where header.has(f) { needed.insert(f) }
+        let layers = header.model.numLayers
+        let workers = min(threads, max(1, pairs.count))
+        let loop = self.loop
+        let dumping = dump != nil
+
+        for i in 0..<reader.stepCount {
+            let step = try reader.readStep(at: i, fields: needed)
+            pairs.withUnsafeMutableBufferPointer { buf in
+                let slots = PairSlots(base: buf.baseAddress!)
+                let count = buf.count
+                DispatchQueue.concurrentPerform(iterations: workers) { w in
+                    var p = w
+                    while p < count {
+                        if slots.base[p].error == nil {
+                            PolicyReplayer.advance(&slots.base[p], step: step, header: header, layers: layers, loop: loop, dumping: dumping)
+                        }
+                        p += workers
+                    }
+                }
+            }
+            if let failed = pairs.first(where: { $0.error != nil }) {
+                // Errors name the policy, episode, step and layer (PolicyError).
+                throw ReplayError.policy("\(reader.path): \(failed.error!)")
+            }
+            if let dump {
+                for p in pairs.indices {
+                    try dump(pairs[p].dumpLines)
+                    pairs[p].dumpLines.removeAll(keepingCapacity: true)
+                }
+            }
+            progress?(ReplayProgress(stepsDone: i + 1, stepsTotal: reader.stepCount, pairs: pairs.count, phase: "policies"))
+        }
+        return pairs.map { PairReplay(policy: $0.spec, budget: $0.budget, steps: $0.steps, keptDigest: $0.digest.finalize()) }
+    }
+
+    /// One pair, one step: mask for the persistent loop, compress, score quality, hash.
+    static func advance(_ p: inout PairState, step: StepRecord, header: TraceHeader, layers: Int, loop: CacheLoop, dumping: Bool) {
+        var input = step
+        var availability: [[Bool]]? = nil
+        var cachedMass: Double? = nil
+        var newTokens = step.promptLength
+        if loop == .persistent {
+            let avail = p.residency.availability(for: step, layers: layers)
+            availability = avail
+            cachedMass = CacheResidency.retainedWindowMass(step, availability: avail)
+            input = CacheResidency.mask(step, header: header, availability: avail)
+            let keys = CacheResidency.keys(of: step)
+            if !(step.reset || p.residency.episodeID != step.episodeID) {
+                newTokens = keys.enumerated().filter { $0.element == nil || !CacheResidency.existedBefore($0.element!, step: step) }.count
+            }
+        }
+        let output: PolicyStepOutput
+        do {
+            output = try p.policy.compress(PolicyStepInput(header: header, step: input, budget: p.budget), state: p.state)
+        } catch {
+            p.error = "\(error)"
+            return
+        }
+        p.state = output.state
+        var selections = output.layers
+        if let availability {
+            for l in selections.indices where l < availability.count {
+                selections[l].keptIndices = selections[l].keptIndices.map { row in row.filter { availability[l][Int($0)] } }
+            }
+            p.residency = p.residency.advanced(step: step, keptPerLayer: selections.map(\.keptIndices))
+        }
+        // Digest and dump.
+        p.digest.update(integer: UInt32(step.stepIndex))
+        for sel in selections {
+            p.digest.update(integer: UInt32(sel.layer))
+            p.digest.update(integer: UInt32(sel.keptIndices.count))
+            for row in sel.keptIndices {
+                p.digest.update(integer: UInt32(row.count))
+                for idx in row { p.digest.update(integer: idx) }
+            }
+        }
+        var perLayerQuality: [Double] = []
+        do {
+            if dumping {
+                for sel in selections {
+                    let line = try KeptSetRecord(policy: p.spec.label, budget: p.budget, step: step, selection: sel).jsonLine()
+                    p.dumpLines += Array((line + "\n").utf8)
+                }
+            }
+            if header.has(TraceField.decodeAttnSum) {
+                var out = output
+                out.layers = selections
+                perLayerQuality = try QualityProxy.decodeAttentionShares(header: header, step: step, output: out).compactMap { $0 }
+            }
+        } catch {
+            p.error = "\(error)"
+            return
+        }
+        let quality = perLayerQuality.isEmpty ? nil : perLayerQuality.reduce(0, +) / Double(perLayerQuality.count)
+        let shares = imageShares(step: step, selections: selections)
+        let visual = step.images.map(\.length)
+        p.steps.append(
+            ReplayedStep(
+                step: step.stepIndex, episode: step.episodeID, reset: step.reset, promptLength: step.promptLength,
+                generatedTokens: step.generatedTokens, visualTokensPerImage: visual,
+                textTokens: step.promptLength - visual.reduce(0, +), keptTokensPerLayer: selections.map(\.keptTokensMean),
+                scoringFLOPs: output.scoringFLOPs, decodeMassRetained: quality, decodeMassRetainedPerLayer: perLayerQuality,
+                cachedWindowMass: cachedMass,
+                imageShareBefore: shares.before, imageShareAfter: shares.after, newTokens: newTokens))
+    }
+
+    /// Per screenshot: its share of the prompt and of the kept cache (mean over layers and rows).
+    static func imageShares(step: StepRecord, selections: [LayerSelection]) -> (before: [Double], after: [Double]) {
+        let L = Double(step.promptLength)
+        let before = step.images.map { Double($0.length) / L }
+        var after = [Double](repeating: 0, count: step.images.count)
+        var rows = 0
+        for sel in selections {
+            for row in sel.keptIndices where !row.isEmpty {
+                rows += 1
+                for (f, img) in step.images.enumerated() {
+                    // Rows are ascending: count positions inside [spanStart, spanEnd) by binary search.
+                    let lo = lowerBound(row, Int32(img.spanStart))
+                    let hi = lowerBound(row, Int32(img.spanEnd))
+                    after[f] += Double(hi - lo) / Double(row.count)
+                }
+            }
+        }
+        if rows > 0 { after = after.map { $0 / Double(rows) } }
+        return (before, after)
+    }
+
+    static func lowerBound(_ a: [Int32], _ x: Int32) -> Int {
+        var lo = 0
+        var hi = a.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if a[mid] < x { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+}
+
+/// Disjoint per-pair slots handed to `concurrentPerform` workers (each index is touched by one worker).
+struct PairSlots: @unchecked Sendable {
+    let base: UnsafeMutablePointer<PolicyReplayer.PairState>
+}

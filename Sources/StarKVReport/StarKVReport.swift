@@ -1,1 +1,0 @@
-// StarKVReport — module placeholder; see Package.swift for the stage this module implements.

@@ -1,1 +1,0 @@
-// StarKVSynth — module placeholder; see Package.swift for the stage this module implements.

@@ -1,0 +1,111 @@
+import ArgumentParser
+import Foundation
+import StarKVModel
+import StarKVSynth
+import StarKVTrace
+
+/// `starkv record …`: write traces. Only the synthetic agent exists here; real recordings
+/// come from the Python recorder (python/).
+struct Record: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Record a trace.", subcommands: [RecordSynth.self])
+}
+
+/// `starkv record synth`: a deterministic synthetic GUI-agent trajectory (docs/synthetic-agent.md).
+struct RecordSynth: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "synth",
+        abstract: "Write a synthetic GUI-agent trajectory trace (same seed and flags → identical file).")
+
+    @Option(name: .long, help: "Output trace file.") var out: String
+    @Option(name: .long, help: "Agent steps (screenshots).") var steps = 10
+    @Option(name: .long, help: "Screenshot size WIDTHxHEIGHT in pixels.") var screen = "1920x1080"
+    @Option(name: .long, help: "Screenshots per prompt (history + current).") var imageSlots = 5
+    @Option(name: .long, help: "Model preset (\(ModelPresets.all.map(\.id).joined(separator: ", "))).")
+    var model = "qwen2.5-vl-7b"
+    @Option(name: .long, help: "Field set: core, standard or full (FORMAT.md).") var fields = "standard"
+    @Option(name: .long, help: "Random seed.") var seed: UInt64 = 1
+    @Option(name: .long, help: "win_sum window sizes, comma-separated, ascending.") var windowSizes = "8,16,32,64"
+    @Option(name: .long, help: "Raw attention rows stored at full fidelity.") var winRows = 8
+    @Option(name: .long, help: "Storage dtype of win_sum and guikv_resid: f16 or f32.") var winSumDtype = "f16"
+    @Option(name: .long, help: "Previous replies kept as history text.") var historySteps = 10
+    @Option(name: .long, help: "Episode id written into every step.") var episode = "synth-0"
+    @Option(name: .long, help: "zstd level (1-19).") var zstdLevel: Int32 = 3
+    @Flag(name: .long, help: "No progress bar even on a terminal.") var quiet = false
+
+    func run() throws {
+        guard let geometry = ModelPresets.named(model) else {
+            throw ValidationError("unknown --model '\(model)'; known: \(ModelPresets.all.map(\.id).joined(separator: ", "))")
+        }
+        guard let size = ScreenSize(parsing: screen) else {
+            throw ValidationError("--screen '\(screen)' is not WIDTHxHEIGHT with positive integers (e.g. 1920x1080)")
+        }
+        guard let fidelity = Fidelity(name: fields) else {
+            throw ValidationError("--fields '\(fields)' must be core, standard or full")
+        }
+        let windows = windowSizes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !windows.isEmpty, windows.allSatisfy({ $0 != nil }) else {
+            throw ValidationError("--window-sizes '\(windowSizes)' must be comma-separated integers, e.g. 8,16,32,64")
+        }
+        let dtype: TensorDType
+        switch winSumDtype.lowercased() {
+        case "f16": dtype = .f16
+        case "f32": dtype = .f32
+        default: throw ValidationError("--win-sum-dtype '\(winSumDtype)' must be f16 or f32")
+        }
+        guard (1...19).contains(zstdLevel) else { throw ValidationError("--zstd-level must be in 1...19") }
+        let config = SynthConfig(
+            model: geometry, steps: steps, screen: size, imageSlots: imageSlots, fidelity: fidelity, seed: seed,
+            windowSizes: windows.map { $0! }, winRowsMax: winRows, winSumDType: dtype, residualDType: dtype,
+            maxHistorySteps: historySteps, episodeID: episode,
+            commandLine: "starkv record synth --steps \(steps) --screen \(size) --image-slots \(imageSlots) "
+                + "--model \(geometry.id) --fields \(fidelity) --seed \(seed) --window-sizes \(windowSizes) "
+                + "--win-rows \(winRows) --win-sum-dtype \(winSumDtype.lowercased()) --history-steps \(historySteps)")
+        let agent = try SyntheticAgent(config)
+        let writer = try TraceWriter(
+            path: out, header: agent.header, options: TraceWriteOptions(zstdLevel: zstdLevel))
+        let bar = ProgressBar(total: steps, enabled: !quiet && isatty(STDERR_FILENO) != 0)
+        for k in 0..<steps {
+            try writer.append(agent.step(k))
+            bar.update(done: k + 1)
+        }
+        let summary = try writer.close()
+        bar.finish()
+        let ratio = summary.storedBytes > 0 ? Double(summary.rawBytes) / Double(summary.storedBytes) : 0
+        print(
+            "wrote \(out): \(summary.steps) steps, \(summary.chunks) chunks, "
+                + "\(Self.mib(summary.rawBytes)) MiB raw → \(Self.mib(summary.fileBytes)) MiB file "
+                + "(\(String(format: "%.2f", ratio))×), model \(geometry.id), grid \(agent.grid.gridRows)x\(agent.grid.gridCols) "
+                + "(\(agent.grid.visualTokens) visual tokens per screenshot), fields \(fidelity), seed \(seed)")
+    }
+
+    static func mib(_ bytes: UInt64) -> String { String(format: "%.2f", Double(bytes) / 1_048_576) }
+}
+
+/// A one-line progress bar on stderr (only when stderr is a terminal).
+final class ProgressBar {
+    let total: Int
+    let enabled: Bool
+    let start = Date()
+
+    init(total: Int, enabled: Bool) {
+        self.total = total
+        self.enabled = enabled
+        update(done: 0)
+    }
+
+    func update(done: Int) {
+        guard enabled else { return }
+        let width = 30
+        let filled = total > 0 ? width * done / total : width
+        let elapsed = Date().timeIntervalSince(start)
+        let line = "\r[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+            + "] step \(done)/\(total)  \(String(format: "%.1f", elapsed)) s"
+        FileHandle.standardError.write(line.data(using: .utf8)!)
+    }
+
+    func finish() {
+        guard enabled else { return }
+        FileHandle.standardError.write("\n".data(using: .utf8)!)
+    }
+}
