@@ -68,8 +68,15 @@ proto-check: deps
 	else echo "proto-check: Sources/CStarKVProto is stale; run 'make proto' and commit" >&2; rm -rf $$tmp; exit 1; fi
 
 # ---- demo, traces, benchmarks ---------------------------------------------------------
+# Replays the shipped sample trace under every policy at 10/20/40/100 % and writes the report
+# to out/demo/report.html; then prints the paper's memory scenario (7B, 4K screenshots, STaR-KV
+# 28-head cache at 100 % vs 20 %) from the memory simulator alone.
 demo: build
 	$(BIN) inspect $(SAMPLE_TRACE)
+	$(BIN) replay $(SAMPLE_TRACE) --policies all --budgets 10,20,40,100 --out $(DEMO_OUT)
+	$(BIN) memory --model qwen2.5-vl-7b --screen 3840x2160 --screenshots 1..5 --attn flash --kv-heads 28 --gpu h100-80gb
+	$(BIN) memory --model qwen2.5-vl-7b --screen 3840x2160 --screenshots 1..5 --attn flash --kv-heads 28 --budget 20 --gpu h100-80gb
+	@echo "demo report: $(DEMO_OUT)/report.html"
 
 # Regenerates the shipped sample (tiny-vl, 1280x720, 6 steps, 2 image slots, standard fields,
 # windows 8 and 32; about 6 MB). Same flags and seed → byte-identical file.
