@@ -35,12 +35,16 @@ test-swift: deps
 	$(SWIFT) build -c $(CONFIG) $(SWIFT_FLAGS) --product starkv
 	STARKV_BIN=$(abspath $(BIN)) $(SWIFT) test $(SWIFT_FLAGS) --parallel 2>&1 | tee .build/swift-test.log; exit $${PIPESTATUS[0]}
 
-# Python recorder tests (skipped with a message until python/ has a package).
+# Python recorder tests (python/tests): unit tests, a tiny random-weight Qwen2.5-VL end to end, and
+# interop with the Swift CLI (built here when missing; STARKV_BIN points the tests at it).
 test-python: python-deps
 	@if [ -f python/pyproject.toml ]; then \
+	  [ -x $(BIN) ] || $(SWIFT) build -c $(CONFIG) $(SWIFT_FLAGS) --product starkv; \
 	  STARKV_BIN=$(abspath $(BIN)) $(PY) -m pytest -q python/tests; \
 	else echo "python recorder: not present yet"; fi
 
+# Creates .venv when missing and installs the recorder with its test extras from PyPI
+# (numpy, zstandard, protobuf, crc32c, torch, torchvision, transformers, pillow, pytest).
 python-deps:
 	@if [ -f python/pyproject.toml ]; then \
 	  [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
@@ -64,8 +68,15 @@ proto-check: deps
 	else echo "proto-check: Sources/CStarKVProto is stale; run 'make proto' and commit" >&2; rm -rf $$tmp; exit 1; fi
 
 # ---- demo, traces, benchmarks ---------------------------------------------------------
+# Replays the shipped sample trace under every policy at 10/20/40/100 % and writes the report
+# to out/demo/report.html; then prints the paper's memory scenario (7B, 4K screenshots, STaR-KV
+# 28-head cache at 100 % vs 20 %) from the memory simulator alone.
 demo: build
 	$(BIN) inspect $(SAMPLE_TRACE)
+	$(BIN) replay $(SAMPLE_TRACE) --policies all --budgets 10,20,40,100 --out $(DEMO_OUT)
+	$(BIN) memory --model qwen2.5-vl-7b --screen 3840x2160 --screenshots 1..5 --attn flash --kv-heads 28 --gpu h100-80gb
+	$(BIN) memory --model qwen2.5-vl-7b --screen 3840x2160 --screenshots 1..5 --attn flash --kv-heads 28 --budget 20 --gpu h100-80gb
+	@echo "demo report: $(DEMO_OUT)/report.html"
 
 # Regenerates the shipped sample (tiny-vl, 1280x720, 6 steps, 2 image slots, standard fields,
 # windows 8 and 32; about 6 MB). Same flags and seed → byte-identical file.
@@ -84,6 +95,7 @@ traces-full: build
 
 bench: build
 	@echo "benchmarks: see benchmarks/README.md"
+	benchmarks/allocator/run.sh $(BIN)
 
 clean:
 	rm -rf .build out

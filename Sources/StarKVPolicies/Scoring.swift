@@ -17,8 +17,8 @@ public enum Pooling: String, Sendable, Codable, CaseIterable {
 public enum WindowClamp: Sendable {
     /// STaR-KV Qwen2.5-VL path: `max(1, min(w, C − 2))`.
     case starKVQwen
-    /// GUI-KV / SnapKV / PyramidKV copies: `min(w, C − 2)` (floored at 0 here; the references
-    /// would index with an empty window).
+    /// GUI-KV / SnapKV / PyramidKV copies: `min(w, C − 2)`, floored at 1 here (at C ≤ 2 the
+    /// references slice an empty window and crash in top-k).
     case reference
     /// No clamp (kvpress): `min(w, L)`.
     case none
@@ -26,7 +26,7 @@ public enum WindowClamp: Sendable {
     func apply(window w: Int, capacity c: Int, promptLength l: Int) -> Int {
         switch self {
         case .starKVQwen: return min(l, max(1, min(w, c - 2)))
-        case .reference: return min(l, max(0, min(w, c - 2)))
+        case .reference: return min(l, max(1, min(w, c - 2)))
         case .none: return min(l, max(0, w))
         }
     }

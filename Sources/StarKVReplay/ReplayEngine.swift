@@ -42,6 +42,43 @@ public struct PairReplay: Sendable {
     public var steps: [ReplayedStep]
     /// SHA-256 over every kept index set of the pair, in step/layer/head order.
     public var keptDigest: String
+    /// Agreement with golden kept sets recorded in the trace for this policy and budget.
+    public var golden: GoldenAgreement?
+}
+
+/// Running agreement between replayed and golden kept sets (FORMAT.md `golden_kept.*`).
+public struct GoldenAgreement: Sendable, Equatable {
+    public var field: String
+    public var layers = 0
+    public var identicalLayers = 0
+    public var jaccardSum = 0.0
+
+    /// The golden field name of a policy and budget: `golden_kept.snapkv.20` (percent budgets
+    /// without the % sign) or `golden_kept.snapkv.512tok`.
+    public static func fieldName(policy: String, budget: KVBudget) -> String {
+        let b = budget.description
+        return TraceField.goldenKeptPrefix + policy + "." + (b.hasSuffix("%") ? String(b.dropLast()) : b)
+    }
+
+    /// Adds one layer: Jaccard similarity per row (rows matched by index; a single golden or
+    /// replayed row is compared with every row of the other), averaged over rows.
+    mutating func add(golden: [[Int32]], replayed: [[Int32]]) {
+        let rows = max(golden.count, replayed.count)
+        guard rows > 0 else { return }
+        var sum = 0.0
+        var identical = true
+        for r in 0..<rows {
+            let g = golden[golden.count == 1 ? 0 : min(r, golden.count - 1)]
+            let k = replayed[replayed.count == 1 ? 0 : min(r, replayed.count - 1)]
+            let gs = Set(g), ks = Set(k)
+            let union = gs.union(ks).count
+            sum += union == 0 ? 1 : Double(gs.intersection(ks).count) / Double(union)
+            if gs != ks { identical = false }
+        }
+        layers += 1
+        jaccardSum += sum / Double(rows)
+        if identical { identicalLayers += 1 }
+    }
 }
 
 /// Replays a trace under (policy, budget) pairs (issue: replay engine). Streams the trace one
@@ -74,6 +111,7 @@ public struct PolicyReplayer {
         var steps: [ReplayedStep] = []
         var error: String?
         var dumpLines: [UInt8] = []
+        var golden: GoldenAgreement?
     }
 
     /// Runs every pair over every step. `dump` receives each step's kept-set JSON lines (pairs in
@@ -91,11 +129,17 @@ public struct PolicyReplayer {
             } catch let e as PolicyError {
                 throw ReplayError.policy("\(reader.path): \(e)")
             }
-            for budget in budgets {
-                pairs.append(PairState(policy: policy, spec: spec, budget: budget, state: policy.initialState))
+            // The full cache ignores the budget: it runs once, as the 100% baseline.
+            let pairBudgets = spec.name == FullCachePolicy.policyName ? [KVBudget.percent(100)] : budgets
+            for budget in pairBudgets {
+                var pair = PairState(policy: policy, spec: spec, budget: budget, state: policy.initialState)
+                let goldenField = GoldenAgreement.fieldName(policy: spec.name, budget: budget)
+                if spec.options.isEmpty, header.has(goldenField) { pair.golden = GoldenAgreement(field: goldenField) }
+                pairs.append(pair)
             }
         }
         var needed = Set(pairs.flatMap { $0.policy.requiredFields })
+        for p in pairs { if let g = p.golden { needed.insert(g.field) } }
         for f in [TraceField.decodeAttnSum, TraceField.winSum] where header.has(f) { needed.insert(f) }
         let layers = header.model.numLayers
         let workers = min(threads, max(1, pairs.count))
@@ -129,7 +173,9 @@ public struct PolicyReplayer {
             }
             progress?(ReplayProgress(stepsDone: i + 1, stepsTotal: reader.stepCount, pairs: pairs.count, phase: "policies"))
         }
-        return pairs.map { PairReplay(policy: $0.spec, budget: $0.budget, steps: $0.steps, keptDigest: $0.digest.finalize()) }
+        return pairs.map {
+            PairReplay(policy: $0.spec, budget: $0.budget, steps: $0.steps, keptDigest: $0.digest.finalize(), golden: $0.golden)
+        }
     }
 
     /// One pair, one step: mask for the persistent loop, compress, score quality, hash.
@@ -171,6 +217,15 @@ public struct PolicyReplayer {
             for row in sel.keptIndices {
                 p.digest.update(integer: UInt32(row.count))
                 for idx in row { p.digest.update(integer: idx) }
+            }
+        }
+        if let field = p.golden?.field {
+            for sel in selections {
+                guard let chunk = step.chunk(field, layer: sel.layer), chunk.tensor.shape.count == 2 else { continue }
+                let values = chunk.tensor.int64s()
+                let width = chunk.tensor.shape[1]
+                let rows = (0..<chunk.tensor.shape[0]).map { r in values[r * width..<(r + 1) * width].map { Int32(clamping: $0) } }
+                p.golden!.add(golden: rows, replayed: sel.keptIndices)
             }
         }
         var perLayerQuality: [Double] = []

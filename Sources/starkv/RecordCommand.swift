@@ -64,10 +64,10 @@ struct RecordSynth: ParsableCommand {
         let agent = try SyntheticAgent(config)
         let writer = try TraceWriter(
             path: out, header: agent.header, options: TraceWriteOptions(zstdLevel: zstdLevel))
-        let bar = ProgressBar(total: steps, enabled: !quiet && isatty(STDERR_FILENO) != 0)
+        let bar = ProgressBar(enabled: !quiet && isatty(STDERR_FILENO) != 0)
         for k in 0..<steps {
             try writer.append(agent.step(k))
-            bar.update(done: k + 1)
+            bar.update(done: k + 1, total: steps, label: "writing \(out)")
         }
         let summary = try writer.close()
         bar.finish()
@@ -80,32 +80,4 @@ struct RecordSynth: ParsableCommand {
     }
 
     static func mib(_ bytes: UInt64) -> String { String(format: "%.2f", Double(bytes) / 1_048_576) }
-}
-
-/// A one-line progress bar on stderr (only when stderr is a terminal).
-final class ProgressBar {
-    let total: Int
-    let enabled: Bool
-    let start = Date()
-
-    init(total: Int, enabled: Bool) {
-        self.total = total
-        self.enabled = enabled
-        update(done: 0)
-    }
-
-    func update(done: Int) {
-        guard enabled else { return }
-        let width = 30
-        let filled = total > 0 ? width * done / total : width
-        let elapsed = Date().timeIntervalSince(start)
-        let line = "\r[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-            + "] step \(done)/\(total)  \(String(format: "%.1f", elapsed)) s"
-        FileHandle.standardError.write(line.data(using: .utf8)!)
-    }
-
-    func finish() {
-        guard enabled else { return }
-        FileHandle.standardError.write("\n".data(using: .utf8)!)
-    }
 }

@@ -16,7 +16,10 @@ struct StarKV: ParsableCommand {
             Validate.self,
             Recover.self,
             Dump.self,
+            MemoryCommand.self,
             Record.self,
+            ReplayCommand.self,
+            ReportCommand.self,
         ]
     )
 }

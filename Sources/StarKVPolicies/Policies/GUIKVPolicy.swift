@@ -61,6 +61,25 @@ public struct GUIKVPolicy: KVPolicy {
         return f
     }
 
+    /// Scoring FLOPs of one step (algorithms.md §11): SnapKV + spatial `2·V_c·D + (5+H)·V_c` per
+    /// layer + on multi-image steps, per head (H as coded, or H_kv deduplicated) and layer,
+    /// `2·d²·V_c − ⅔·d³` (QR) `+ 4·r·d·V_p + 3·d·V_p` (project, reconstruct, residual norm).
+    public static func scoringFLOPs(
+        model m: RecordedModel, promptLength l: Int, window: Int, kernel: Int, currentVisual: Int, previousVisual: Int,
+        spatial: Bool, temporal: Bool, qrPerQueryHead: Bool = true
+    ) -> Double {
+        var flops = snapKVScoringFLOPs(m, promptLength: l, window: window, kernel: kernel)
+        let nl = Double(m.numLayers), d = Double(m.headDim), h = Double(m.numQueryHeads)
+        let vc = Double(currentVisual), vp = Double(previousVisual)
+        if spatial { flops += nl * (2 * vc * Double(m.hiddenSize) + (5 + h) * vc) }
+        if temporal {
+            let r = Double(min(32, currentVisual, m.headDim))
+            let perHead = max(0, 2 * d * d * vc - 2.0 / 3.0 * d * d * d) + 4 * r * d * vp + 3 * d * vp
+            flops += nl * perHead * (qrPerQueryHead ? h : Double(m.numKVHeads))
+        }
+        return flops
+    }
+
     public func compress(_ input: PolicyStepInput, state: PolicyState) throws -> PolicyStepOutput {
         let fields = try StepFields(policy: Self.policyName, input: input)
         let step = input.step
@@ -109,16 +128,9 @@ public struct GUIKVPolicy: KVPolicy {
             if granularity == .kvHead { rows = (0..<hkv).map { rows[$0 * g] } }
             layers.append(LayerSelection(layer: layer, granularity: granularity, keptIndices: rows, capacityTokens: plan.capacity, windowTokens: plan.window, compressed: true))
         }
-        // FLOPs (algorithms.md §11): SnapKV + spatial + per-head QR/projection on multi-image steps.
-        var flops = snapKVScoringFLOPs(m, promptLength: l, window: plan.window, kernel: kernel)
-        let nl = Double(m.numLayers), d = Double(m.headDim)
-        let vc = Double(current?.length ?? 0), vp = Double(prevPositions.count)
-        if alpha > 0 { flops += nl * (2 * vc * Double(m.hiddenSize) + (5 + Double(h)) * vc) }
-        if temporal, multiImage {
-            let r = Double(min(32, Int(vc), m.headDim))
-            let perHead = max(0, 2 * d * d * vc - 2.0 / 3.0 * d * d * d) + 4 * r * d * vp + 3 * d * vp
-            flops += nl * perHead * Double(qrPerQueryHead ? h : hkv)
-        }
+        let flops = Self.scoringFLOPs(
+            model: m, promptLength: l, window: plan.window, kernel: kernel, currentVisual: current?.length ?? 0,
+            previousVisual: prevPositions.count, spatial: alpha > 0, temporal: temporal && multiImage, qrPerQueryHead: qrPerQueryHead)
         return PolicyStepOutput(layers: layers, scoringFLOPs: flops, state: state)
     }
 }

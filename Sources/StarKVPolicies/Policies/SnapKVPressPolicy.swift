@@ -3,7 +3,9 @@ import StarKVTrace
 
 /// kvpress `SnapKVPress` (NVIDIA/kvpress; algorithms.md §4.3): window-mean attention (w = 64),
 /// avg-pooled (k = 5), averaged over the G query heads of each KV head; window positions are
-/// forced in; per KV head the top `n_kept = C` positions including the window. No `C − 2` clamp.
+/// forced in; per KV head the top `n_kept = C` positions including the window. No `C − 2` clamp;
+/// when C < w only the first C window positions fit (ties among the forced scores go to the
+/// lower position) and `windowTokens` is reported as 0.
 public struct SnapKVPressPolicy: KVPolicy {
     public static let policyName = "snapkv-kvpress"
     public static let summary = "SnapKV per KV head (kvpress SnapKVPress: w=64, k=5, group-mean scores)"
@@ -47,7 +49,7 @@ public struct SnapKVPressPolicy: KVPolicy {
                 }
                 return (past..<(past + c)).map { Int32($0) }
             }
-            layers.append(LayerSelection(layer: layer, granularity: .kvHead, keptIndices: rows, capacityTokens: c, windowTokens: min(c, plan.window), compressed: true))
+            layers.append(LayerSelection(layer: layer, granularity: .kvHead, keptIndices: rows, capacityTokens: c, windowTokens: c >= plan.window ? plan.window : 0, compressed: true))
         }
         let m = input.header.model
         let flops = snapKVScoringFLOPs(m, promptLength: l, window: plan.window, kernel: kernel) + Double(m.numLayers * m.numQueryHeads * l)

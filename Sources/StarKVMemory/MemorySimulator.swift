@@ -1,0 +1,272 @@
+import StarKVModel
+
+/// Where a trajectory first ran out of memory.
+public struct OutOfMemoryEvent: Sendable, Hashable, Codable {
+    /// Step index (0-based).
+    public var step: Int
+    /// "prefill layer 27", "vision block 7", "lm_head", …
+    public var location: String
+    /// The caching allocator's view, when it was the one that failed.
+    public var allocator: OutOfMemoryInfo?
+}
+
+/// Memory, FLOPs and time of one agent step.
+///
+/// Implements issue 4's per-step report: bytes by term at the live-set peak (memory-model.md §3),
+/// the allocator's allocated / reserved / inactive-split current and peak (§5.1), the paged pool's
+/// block occupancy (§5.4), FLOPs by phase (§6) and the roofline time (§6.3).
+public struct StepMemoryReport: Sendable, Hashable, Codable {
+    public var step: Int
+    public var promptTokens: Int
+    /// Tokens run through the prefill (L, or the new tokens in the persistent loop).
+    public var prefilledTokens: Int
+    /// Screenshots in the prompt and ViT patches encoded this step.
+    public var screenshots: Int
+    public var encodedPatches: Int
+    /// Mean kept tokens per layer after the prefill (before decode growth).
+    public var keptTokensMean: Double
+    public var generatedTokens: Int
+    /// Mean cache tokens per layer at the end of the step.
+    public var cacheTokensAfterStep: Double
+
+    /// Live-set peak of requested bytes (no allocator rounding) — the formula view.
+    public var requestedPeakBytes: Int
+    /// Where that peak happened.
+    public var peakLocation: String
+    /// Bytes by term at that peak (allocatorSlackBytes = reserved peak − allocated peak).
+    public var peakTerms: MemoryTerms
+    /// Peak per phase (vision, prefill, lm_head, decode, …).
+    public var phasePeaks: [PhasePeak]
+
+    /// `memory_allocated()` at the end of the step and `max_memory_allocated()` during it.
+    public var allocatedBytes: Int
+    public var allocatedPeakBytes: Int
+    /// `memory_reserved()` at the end and `max_memory_reserved()` during the step.
+    public var reservedBytes: Int
+    public var reservedPeakBytes: Int
+    /// `inactive_split_bytes` at the end and its peak during the step.
+    public var inactiveSplitBytes: Int
+    public var inactiveSplitPeakBytes: Int
+    /// `num_alloc_retries` during this step.
+    public var allocRetries: Int
+    /// Allocation events replayed this step.
+    public var events: Int
+
+    /// The step would raise CUDA OOM (first failing location in `oom`).
+    public var outOfMemory: Bool
+    public var oom: OutOfMemoryEvent?
+    public var paged: PagedStepReport?
+
+    public var flops: FLOPCounts
+    public var roofline: RooflineEstimate
+}
+
+/// Steps of a simulated trajectory and its summary.
+public struct MemoryTrajectoryReport: Sendable, Hashable, Codable {
+    public var config: MemorySimulationConfig
+    /// Bytes allocated after loading the weights.
+    public var loadedBytes: Int
+    public var steps: [StepMemoryReport]
+    public var firstOOM: OutOfMemoryEvent?
+    /// Max over steps.
+    public var peakRequestedBytes: Int
+    public var peakAllocatedBytes: Int
+    public var peakReservedBytes: Int
+    public var totalNominalFLOPs: Int
+    public var totalCausalFLOPs: Int
+    public var totalRooflineSeconds: Double
+}
+
+/// The GPU memory and FLOP simulator: consumes agent steps in order and reports each one.
+///
+/// State carried across steps (the allocator, live tensors, the previous or carried cache) is
+/// this value; `step(_:)` is the only mutation. Implements memory-model.md §3–§6 for issue 4.
+public struct MemorySimulator: Sendable {
+    public let config: MemorySimulationConfig
+    public private(set) var stepIndex = 0
+    public private(set) var firstOOM: OutOfMemoryEvent?
+    /// Bytes allocated after loading the weights.
+    public private(set) var loadedBytes = 0
+    public private(set) var allocator: CachingAllocator?
+    public let pagedPool: PagedKVPool?
+    var handles: [Int: BlockHandle] = [:]
+    var script = ScriptState()
+    var tracker = LiveSetTracker()
+    var previousPromptTokens = 0
+
+    public init(config: MemorySimulationConfig) throws(MemorySimulationError) {
+        try config.validate()
+        self.config = config
+        pagedPool = config.allocator == .vllmPaged ? PagedKVPool(config: config) : nil
+        if config.allocator == .torchCaching {
+            allocator = CachingAllocator(
+                capacityBytes: config.accelerator.allocatorCapacityBytes,
+                deviceTotalBytes: config.accelerator.torchVisibleBytes, options: config.cachingOptions)
+        }
+        let events = StepScriptBuilder.weightsScript(config: config, state: &script)
+        var oom: OutOfMemoryEvent?
+        replay(events, step: -1, oom: &oom)
+        if let oom { firstOOM = oom }
+        loadedBytes = allocator?.stats.allocatedBytes.current ?? tracker.totalBytes
+    }
+
+    /// Simulates one agent step.
+    public mutating func step(_ input: MemoryStepInput) throws(MemorySimulationError) -> StepMemoryReport {
+        try input.validate(step: stepIndex, model: config.model)
+        let m = config.model
+        let shape = StepScriptBuilder.shape(config: config, input: input, state: script, isFirstStep: stepIndex == 0)
+        let events = StepScriptBuilder.stepScript(config: config, input: input, shape: shape, state: &script)
+
+        tracker.resetPeak()
+        allocator?.resetPeakStats()
+        let retriesBefore = allocator?.stats.numAllocRetries ?? 0
+        var oom: OutOfMemoryEvent?
+        replay(events, step: stepIndex, oom: &oom)
+        if config.emptyCacheBetweenSteps { allocator?.emptyCache() }
+
+        var terms = MemoryTerms(categoryBytes: tracker.peakCategories)
+        let stats = allocator?.stats
+
+        // Paged pool occupancy.
+        var paged: PagedStepReport?
+        var pagedAllocatedPeak: Int?
+        if let pool = pagedPool {
+            let context = shape.contextPerLayerAfterPrefill.max() ?? 0
+            let keptMax = shape.keptPerLayer.max() ?? 0
+            let appended = shape.decodePasses
+            let positions = input.keptPositions.map { p in config.loop == .persistentCache ? p.filter { $0 < context } : p }
+                ?? PagedKVPool.evenlySpreadPositions(sequenceLength: context, kept: keptMax, window: config.compressionWindow)
+            let full = pool.blocksNeeded(tokens: context + appended)
+            let evictEmpty = input.keptTokensPerLayer == nil ? full
+                : pool.blocksOccupied(positions: positions, sequenceLength: context, appended: appended)
+            let compacted = pool.blocksNeeded(tokens: keptMax + appended)
+            let used = config.pagedOptions.compactAfterEviction ? compacted : evictEmpty
+            paged = PagedStepReport(
+                blockBytes: pool.blockBytes, totalBlocks: pool.totalBlocks, poolBytes: pool.poolBytes,
+                tokensWithoutEviction: context + appended, tokensKept: keptMax + appended,
+                blocksWithoutEviction: full, blocksEvictEmptyOnly: evictEmpty, blocksCompacted: compacted,
+                blocksUsed: used,
+                occupancyFraction: used > 0 ? Double(keptMax + appended) / Double(used * pool.blockTokens) : 0,
+                fits: used <= pool.totalBlocks)
+            // vLLM keeps no previous-step cache; KV lives in blocks, activations outside them.
+            let activationsAtPeak = tracker.peakBytes - terms.kvNowBytes - terms.kvPreviousBytes
+            pagedAllocatedPeak = activationsAtPeak + used * pool.blockBytes
+            if used > pool.totalBlocks && oom == nil {
+                oom = OutOfMemoryEvent(step: stepIndex, location: "paged KV pool (\(used) of \(pool.totalBlocks) blocks)", allocator: nil)
+            } else if activationsAtPeak - pool.weightsBytes > pool.activationProfileBytes
+                        && activationsAtPeak + pool.totalBlocks * pool.blockBytes > pool.budgetBytes && oom == nil {
+                oom = OutOfMemoryEvent(step: stepIndex, location: "\(tracker.peakLocation): activations exceed the profiled budget", allocator: nil)
+            }
+        }
+        if oom != nil && firstOOM == nil { firstOOM = oom }
+        let allocatedPeak = stats?.allocatedBytes.peak ?? pagedAllocatedPeak ?? tracker.peakBytes
+        let reservedPeak = stats?.reservedBytes.peak ?? pagedPool?.budgetBytes ?? tracker.peakBytes
+        terms.allocatorSlackBytes = max(0, reservedPeak - allocatedPeak)
+
+        // FLOPs.
+        var flops = FLOPCounts()
+        flops.visionFLOPs = shape.encodedPatches.reduce(0) { $0 + FLOPModel.vision(m, patches: $1) }
+        let prefill = FLOPModel.prefill(m, newTokens: shape.prefilledTokens, pastTokens: shape.pastTokens)
+        flops.prefillLinearFLOPs = prefill.linear
+        flops.prefillAttentionNominalFLOPs = prefill.nominal
+        flops.prefillAttentionCausalFLOPs = prefill.causal
+        flops.prefillLMHeadFLOPs = FLOPModel.lmHeadFLOPsPerRow(m) * shape.logitRows
+        let passes = shape.decodePasses
+        var decodeAttentionPairs = 0
+        for k in shape.keptPerLayer { decodeAttentionPairs += passes * k + passes * (passes + 1) / 2 }
+        flops.decodeFLOPs = passes * (m.numLayers * FLOPModel.linearFLOPsPerTokenPerLayer(m) + FLOPModel.lmHeadFLOPsPerRow(m))
+            + FLOPModel.attentionFLOPsPerPairPerLayer(m) * decodeAttentionPairs
+        flops.scoringFLOPs = input.scoringFLOPs
+
+        let roofline = rooflineEstimate(flops: flops, shape: shape, decodeAttentionPairs: decodeAttentionPairs)
+
+        let keptMean = Double(shape.keptPerLayer.reduce(0, +)) / Double(max(1, m.numLayers))
+        let report = StepMemoryReport(
+            step: stepIndex, promptTokens: input.promptTokens, prefilledTokens: shape.prefilledTokens,
+            screenshots: input.visualTokensPerScreenshot.count, encodedPatches: shape.encodedPatches.reduce(0, +),
+            keptTokensMean: keptMean, generatedTokens: input.generatedTokens,
+            cacheTokensAfterStep: keptMean + Double(passes),
+            requestedPeakBytes: tracker.peakBytes, peakLocation: tracker.peakLocation, peakTerms: terms,
+            phasePeaks: tracker.orderedPhasePeaks,
+            allocatedBytes: stats?.allocatedBytes.current ?? tracker.totalBytes, allocatedPeakBytes: allocatedPeak,
+            reservedBytes: stats?.reservedBytes.current ?? pagedPool?.budgetBytes ?? tracker.totalBytes, reservedPeakBytes: reservedPeak,
+            inactiveSplitBytes: stats?.inactiveSplitBytes.current ?? 0,
+            inactiveSplitPeakBytes: stats?.inactiveSplitBytes.peak ?? 0,
+            allocRetries: (stats?.numAllocRetries ?? 0) - retriesBefore, events: events.count,
+            outOfMemory: oom != nil, oom: oom, paged: paged, flops: flops, roofline: roofline)
+        stepIndex += 1
+        previousPromptTokens = input.promptTokens
+        return report
+    }
+
+    /// Runs every step and summarises.
+    public static func run(config: MemorySimulationConfig, steps: [MemoryStepInput]) throws(MemorySimulationError) -> MemoryTrajectoryReport {
+        var sim = try MemorySimulator(config: config)
+        var reports: [StepMemoryReport] = []
+        reports.reserveCapacity(steps.count)
+        for s in steps { reports.append(try sim.step(s)) }
+        return MemoryTrajectoryReport(
+            config: config, loadedBytes: sim.loadedBytes, steps: reports, firstOOM: sim.firstOOM,
+            peakRequestedBytes: reports.map(\.requestedPeakBytes).max() ?? sim.loadedBytes,
+            peakAllocatedBytes: reports.map(\.allocatedPeakBytes).max() ?? sim.loadedBytes,
+            peakReservedBytes: reports.map(\.reservedPeakBytes).max() ?? sim.loadedBytes,
+            totalNominalFLOPs: reports.reduce(0) { $0 + $1.flops.nominalTotalFLOPs },
+            totalCausalFLOPs: reports.reduce(0) { $0 + $1.flops.causalTotalFLOPs },
+            totalRooflineSeconds: reports.reduce(0) { $0 + $1.roofline.totalSeconds })
+    }
+
+    /// Feeds events to the live-set tracker and (when configured) the caching allocator. An
+    /// allocation the allocator cannot satisfy is recorded as OOM and then forced, so the rest of
+    /// the step is still measured.
+    mutating func replay(_ events: [AllocationEvent], step: Int, oom: inout OutOfMemoryEvent?) {
+        let capacity = config.accelerator.allocatorCapacityBytes
+        for e in events {
+            tracker.apply(e)
+            switch e.kind {
+            case .alloc:
+                if allocator != nil {
+                    switch allocator!.malloc(e.bytes) {
+                    case .allocated(let h):
+                        handles[e.tensor] = h
+                    case .outOfMemory(let info):
+                        if oom == nil { oom = OutOfMemoryEvent(step: step, location: e.location, allocator: info) }
+                        handles[e.tensor] = allocator!.mallocIgnoringCapacity(e.bytes)
+                    }
+                } else if config.allocator == .analytic, tracker.totalBytes > capacity, oom == nil {
+                    oom = OutOfMemoryEvent(step: step, location: e.location, allocator: nil)
+                }
+            case .free:
+                if allocator != nil, let h = handles.removeValue(forKey: e.tensor) { allocator!.free(h) }
+            case .retag:
+                break
+            }
+        }
+    }
+
+    func rooflineEstimate(flops: FLOPCounts, shape: StepShape, decodeAttentionPairs: Int) -> RooflineEstimate {
+        let m = config.model
+        let acc = config.accelerator
+        let peak = acc.bf16DenseFLOPsPerSecond * config.rooflineEfficiency.computeFraction
+        let bandwidth = acc.memoryBandwidthBytesPerSecond * config.rooflineEfficiency.bandwidthFraction
+        let wb = config.weightDtype.bytesPerParameter
+        let llmWeightBytes = Double(m.languageModelParameters * wb)
+        let kvPerTokenPerLayer = Double(2 * config.storedKVHeads * m.headDim * 2)
+        func time(_ f: Int, _ bytes: Double) -> Double { max(Double(f) / peak, bytes / bandwidth) }
+        var r = RooflineEstimate()
+        r.visionSeconds = flops.visionFLOPs > 0 ? time(flops.visionFLOPs, Double(m.visionParameters * wb)) : 0
+        let keptTotal = Double(shape.keptPerLayer.reduce(0, +))
+        let prefillBytes = llmWeightBytes + keptTotal * kvPerTokenPerLayer + Double(shape.logitRows * m.vocabSize * 2)
+        r.prefillSeconds = time(flops.prefillNominalFLOPs, prefillBytes)
+        r.prefillCausalSeconds = time(flops.prefillCausalFLOPs, prefillBytes)
+        let passes = shape.decodePasses
+        if passes > 0 {
+            // Memory traffic: weights + the whole cache + one logits row per pass.
+            let bytes = Double(passes) * (llmWeightBytes + Double(m.vocabSize * 2)) + Double(decodeAttentionPairs) * kvPerTokenPerLayer
+            let computeSeconds = Double(flops.decodeFLOPs) / peak
+            r.decodeSeconds = max(computeSeconds, bytes / bandwidth)
+            r.decodeSecondsPerToken = r.decodeSeconds / Double(passes)
+        }
+        r.scoringSeconds = Double(flops.scoringFLOPs) / peak
+        return r
+    }
+}

@@ -1,1 +1,0 @@
-// StarKVMemory — module placeholder; see Package.swift for the stage this module implements.

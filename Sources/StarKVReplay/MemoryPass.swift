@@ -1,0 +1,98 @@
+import Dispatch
+import StarKVMemory
+import StarKVPolicies
+
+/// Drives the memory/FLOP simulator (StarKVMemory, memory-model.md) with each pair's replayed
+/// steps and turns its reports into `ReplayResults.RunResult`s. Pairs are independent and run
+/// in parallel into fixed slots.
+enum MemoryPass {
+    static func simulate(pairs: [PairReplay], config: MemorySimulationConfig, threads: Int) throws -> [ReplayResults.RunResult] {
+        var slots = [Result<ReplayResults.RunResult, MemorySimulationError>?](repeating: nil, count: pairs.count)
+        let workers = min(max(1, threads), max(1, pairs.count))
+        slots.withUnsafeMutableBufferPointer { buf in
+            let out = ResultSlots(base: buf.baseAddress!)
+            let count = buf.count
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                var i = w
+                while i < count {
+                    out.base[i] = Result { () throws(MemorySimulationError) -> ReplayResults.RunResult in
+                        try run(pairs[i], config: config)
+                    }
+                    i += workers
+                }
+            }
+        }
+        return try slots.enumerated().map { i, slot in
+            do { return try slot!.get() } catch {
+                throw ReplayError.invalidRequest("\(pairs[i].policy.label) @ \(pairs[i].budget): \(error)")
+            }
+        }
+    }
+
+    /// The memory input of one replayed step.
+    static func input(_ s: ReplayedStep) -> MemoryStepInput {
+        let kept = s.keptTokensPerLayer.map { Int($0.rounded(.up)) }
+        let full = kept.allSatisfy { $0 >= s.promptLength }
+        return MemoryStepInput(
+            promptTokens: s.promptLength, visualTokensPerScreenshot: s.visualTokensPerImage.filter { $0 > 0 },
+            textTokens: s.textTokens, generatedTokens: s.generatedTokens, keptTokensPerLayer: full ? nil : kept,
+            scoringFLOPs: Int(s.scoringFLOPs.rounded()))
+    }
+
+    static func run(_ pair: PairReplay, config: MemorySimulationConfig) throws(MemorySimulationError) -> ReplayResults.RunResult {
+        var sim = try MemorySimulator(config: config)
+        let kvPerToken = Double(config.model.kvBytesPerToken(storedHeads: config.storedKVHeads))
+        var steps: [ReplayResults.StepResult] = []
+        for s in pair.steps {
+            let r = try sim.step(input(s))
+            let t = r.peakTerms
+            let f = r.flops
+            steps.append(
+                ReplayResults.StepResult(
+                    step: s.step, episode: s.episode, promptLength: s.promptLength, images: s.visualTokensPerImage.count,
+                    keptTokensMean: mean(s.keptTokensPerLayer), keptFraction: mean(s.keptTokensPerLayer) / Double(max(1, s.promptLength)),
+                    kvBytes: r.cacheTokensAfterStep * kvPerToken,
+                    terms: ReplayResults.MemoryTerms(
+                        weights: Double(t.weightsBytes), kvNow: Double(t.kvNowBytes), kvPrevious: Double(t.kvPreviousBytes),
+                        logits: Double(t.logitsBytes), inputs: Double(t.inputsBytes + t.attentionMaskBytes),
+                        transients: Double(
+                            t.activationBytes + t.mlpTransientBytes + t.attentionTransientBytes + t.vitTransientBytes
+                                + t.compressionScratchBytes + t.decodeTransientBytes),
+                        allocatorSlack: Double(t.allocatorSlackBytes)),
+                    allocatedPeakBytes: Double(r.allocatedPeakBytes), reservedPeakBytes: Double(r.reservedPeakBytes),
+                    inactiveSplitBytes: Double(r.inactiveSplitPeakBytes), oom: r.outOfMemory, oomPhase: r.oom?.location,
+                    flops: ReplayResults.FLOPs(
+                        vision: Double(f.visionFLOPs),
+                        prefillNominal: Double(f.prefillLinearFLOPs + f.prefillAttentionNominalFLOPs + f.prefillLMHeadFLOPs),
+                        prefillCausal: Double(f.prefillLinearFLOPs + f.prefillAttentionCausalFLOPs + f.prefillLMHeadFLOPs),
+                        decode: Double(f.decodeFLOPs), scoring: Double(f.scoringFLOPs)),
+                    rooflineSeconds: r.roofline.visionSeconds + r.roofline.prefillSeconds + r.roofline.decodeSeconds
+                        + r.roofline.scoringSeconds,
+                    decodeMassRetained: s.decodeMassRetained, cachedWindowMass: s.cachedWindowMass,
+                    imageShareBefore: s.imageShareBefore, imageShareAfter: s.imageShareAfter))
+        }
+        let quality = pair.steps.compactMap(\.decodeMassRetained)
+        let cached = pair.steps.compactMap(\.cachedWindowMass)
+        let scoring = steps.reduce(0) { $0 + $1.flops.scoring }
+        let prefill = steps.reduce(0) { $0 + $1.flops.prefillNominal }
+        let summary = ReplayResults.RunSummary(
+            peakAllocatedBytes: steps.map(\.allocatedPeakBytes).max() ?? 0,
+            peakReservedBytes: steps.map(\.reservedPeakBytes).max() ?? 0,
+            firstOOMStep: steps.first(where: \.oom)?.step, meanKeptFraction: mean(steps.map(\.keptFraction)),
+            meanDecodeMassRetained: quality.isEmpty ? nil : mean(quality), meanCachedWindowMass: cached.isEmpty ? nil : mean(cached),
+            totalScoringFLOPs: scoring, totalFLOPs: steps.reduce(0) { $0 + $1.flops.totalNominal },
+            scoringOverhead: prefill > 0 ? scoring / prefill : 0)
+        var budgetPercent: Double? = nil
+        if case .percent(let b) = pair.budget { budgetPercent = b }
+        return ReplayResults.RunResult(
+            policy: pair.policy.label, policyName: pair.policy.name, budget: pair.budget.description, budgetPercent: budgetPercent,
+            keptDigest: pair.keptDigest, steps: steps, summary: summary)
+    }
+
+    static func mean(_ xs: [Double]) -> Double { xs.isEmpty ? 0 : xs.reduce(0, +) / Double(xs.count) }
+}
+
+/// Disjoint result slots for `concurrentPerform` workers.
+struct ResultSlots: @unchecked Sendable {
+    let base: UnsafeMutablePointer<Result<ReplayResults.RunResult, MemorySimulationError>?>
+}

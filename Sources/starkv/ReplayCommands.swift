@@ -1,0 +1,189 @@
+import ArgumentParser
+import Foundation
+import StarKVMemory
+import StarKVModel
+import StarKVPolicies
+import StarKVReplay
+import StarKVReport
+import StarKVTrace
+
+struct ReplayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replay",
+        abstract: "Replay a trace under KV policies and budgets; simulate GPU memory and FLOPs; write a report.",
+        discussion: """
+            Examples:
+              starkv replay traces/sample-1280x720.starkv
+              starkv replay TRACE --policies starkv,guikv,snapkv --budgets 10,20,40 --gpu a100-80gb --out out/run1
+              starkv replay TRACE --policies 'starkv(temporal=off)' --dump-kept kept.jsonl
+            Policies: \(PolicyRegistry.names.joined(separator: ", ")), or 'all'.
+            """)
+
+    @Argument(help: "Trace file.") var trace: String
+    @Option(help: "Comma-separated policies, each optionally with options: name(key=value;key=value). 'all' = every policy.")
+    var policies = "all"
+    @Option(help: "Comma-separated budgets: percent (20) or absolute tokens (512tok).") var budgets = "10,20,40,100"
+    @Option(help: "Agent loop: reprefill (every step re-prefills) or persistent (cache carried across steps).")
+    var loop = "reprefill"
+    @Option(help: "Model simulated for memory and FLOPs (default: the trace's model, or qwen2.5-vl-7b for reduced test geometries).")
+    var model: String?
+    @Option(help: "GPU: \(Accelerator.presets.map(\.id).joined(separator: ", ")), or custom:48GB / custom:40GiB.")
+    var gpu = "h100-80gb"
+    @Option(help: "LLM attention implementation: flash or eager (default: the trace's).") var attn: String?
+    @Option(help: "Vision-tower attention: flash or eager (default: as --attn).") var visionAttn: String?
+    @Option(help: "KV heads stored in the cache (4 = GQA; 28 = the STaR-KV/GUI-KV repeat_kv path; default: the trace's).")
+    var kvHeads: Int?
+    @Option(help: "Logits materialised at prefill: full, last, fp32.") var logits = "full"
+    @Option(help: "Allocator model: torch (caching allocator replica), paged (vLLM pool), analytic.") var allocator = "torch"
+    @Flag(help: "Do not keep the previous step's cache alive during the next step.") var noRetainPrevious = false
+    @Option(help: "Worker threads (results are identical for any value).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Report directory.") var out = "out/replay"
+    @Option(help: "Write every kept index set as JSON lines to this file (docs/policies.md).") var dumpKept: String?
+    @Option(help: "Fail unless the replay digest equals this value.") var expectDigest: String?
+    @Flag(help: "No progress bar.") var quiet = false
+
+    func run() throws {
+        let reader = try TraceReader(path: trace)
+        let header = reader.header
+        let request = try ReplayOptionsParser.request(
+            trace: trace, header: header, policies: policies, budgets: budgets, loop: loop, model: model, gpu: gpu, attn: attn,
+            visionAttn: visionAttn, kvHeads: kvHeads, logits: logits, allocator: allocator, retainPrevious: !noRetainPrevious,
+            threads: threads, dumpKept: dumpKept, generator: "starkv \(StarKV.version)")
+        let bar = ProgressBar(enabled: !quiet && isatty(STDERR_FILENO) != 0)
+        let results = try Replay.run(request) { p in
+            bar.update(done: p.stepsDone, total: p.stepsTotal, label: "\(p.phase) · \(p.pairs) pairs")
+        }
+        bar.finish()
+        let written = try ReportRenderer.write(results, to: out)
+        print(ReplaySummaryText.render(results))
+        print("report: \(written.last!)  (also results.json, steps.csv, runs.csv, trace.json in \(out))")
+        if let dumpKept { print("kept sets: \(dumpKept)") }
+        print("digest: \(results.digest)")
+        if let expectDigest, expectDigest != results.digest {
+            throw ReplayError.digestMismatch(expected: expectDigest, actual: results.digest)
+        }
+    }
+}
+
+struct ReportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "report", abstract: "Re-render a report directory from a results.json.")
+
+    @Argument(help: "results.json written by 'starkv replay'.") var results: String
+    @Option(help: "Report directory (default: the directory of RESULTS).") var out: String?
+
+    func run() throws {
+        let r = try ReportRenderer.load(results)
+        let dir = out ?? (results as NSString).deletingLastPathComponent
+        let written = try ReportRenderer.write(r, to: dir.isEmpty ? "." : dir)
+        print("report: \(written.last!)")
+    }
+}
+
+/// Turns the replay flags into a `ReplayRequest` (kept apart so the command stays thin).
+enum ReplayOptionsParser {
+    static func request(
+        trace: String, header: TraceHeader, policies: String, budgets: String, loop: String, model: String?, gpu: String,
+        attn: String?, visionAttn: String?, kvHeads: Int?, logits: String, allocator: String, retainPrevious: Bool, threads: Int,
+        dumpKept: String?, generator: String
+    ) throws -> ReplayRequest {
+        let specs = try parsePolicies(policies)
+        var budgetList: [KVBudget] = []
+        for b in budgets.split(separator: ",") {
+            guard let budget = KVBudget(parsing: String(b)) else {
+                throw ValidationError("budget '\(b)' is not a percentage (20) or a token count (512tok)")
+            }
+            budgetList.append(budget)
+        }
+        guard let cacheLoop = CacheLoop(rawValue: loop) else {
+            throw ValidationError("--loop must be one of \(CacheLoop.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        let modelName = model ?? (ModelPresets.named(header.model.id).flatMap { $0.id == "tiny-vl" ? nil : $0.id } ?? "qwen2.5-vl-7b")
+        guard let geometry = ModelPresets.named(modelName) else {
+            throw ValidationError("unknown model '\(modelName)'; known: \(ModelPresets.all.map(\.id).joined(separator: ", "))")
+        }
+        let accelerator = try Accelerator.named(gpu)
+        /// A flag must name flash or eager; a trace's own value (e.g. "synthetic") falls back to flash.
+        func impl(_ flag: String?, recorded: String) throws -> AttentionImplementation {
+            if let flag { return try MemoryFlags.pick(flag, "--attn", MemoryFlags.attention) }
+            return recorded.lowercased().contains("eager") ? .eager : .flash
+        }
+        let llm = try impl(attn, recorded: header.agent.attnImplementation)
+        let vit = try impl(
+            visionAttn ?? attn,
+            recorded: header.agent.visionAttnImplementation.isEmpty ? header.agent.attnImplementation : header.agent.visionAttnImplementation)
+        let logitsPolicy = try MemoryFlags.pick(logits, "--logits", MemoryFlags.logits)
+        let allocatorKind = try MemoryFlags.pick(allocator, "--allocator", MemoryFlags.allocators)
+        var stored = kvHeads ?? header.agent.storedKVHeads
+        if stored <= 0 || (kvHeads == nil && header.model.id != geometry.id) { stored = geometry.numKVHeads }
+        if kvHeads == nil, header.agent.storedKVHeads == header.model.numQueryHeads, header.model.id != geometry.id {
+            stored = geometry.numQueryHeads
+        }
+        guard threads >= 1, threads <= 1024 else { throw ValidationError("--threads must be in 1...1024") }
+        let config = MemorySimulationConfig(
+            model: geometry, accelerator: accelerator, llmAttention: llm, visionAttention: vit, storedKVHeads: stored,
+            logits: logitsPolicy, retainPreviousCache: retainPrevious, allocator: allocatorKind)
+        return ReplayRequest(
+            tracePath: trace, policies: specs, budgets: budgetList, loop: cacheLoop, memory: config, threads: threads,
+            dumpKeptPath: dumpKept, generator: generator)
+    }
+
+    /// `all`, or `snapkv,starkv(temporal=off;mi=off)`.
+    static func parsePolicies(_ text: String) throws -> [PolicySpec] {
+        if text.trimmingCharacters(in: .whitespaces) == "all" { return PolicyRegistry.names.map { PolicySpec(name: $0) } }
+        var specs: [PolicySpec] = []
+        var depth = 0
+        var current = ""
+        var parts: [String] = []
+        for c in text {
+            if c == "(" { depth += 1 }
+            if c == ")" { depth -= 1 }
+            if c == ",", depth == 0 {
+                parts.append(current)
+                current = ""
+            } else {
+                current.append(c)
+            }
+        }
+        parts.append(current)
+        for raw in parts {
+            let part = raw.trimmingCharacters(in: .whitespaces)
+            guard !part.isEmpty else { continue }
+            var name = part
+            var options: [String: String] = [:]
+            if let open = part.firstIndex(of: "("), part.hasSuffix(")") {
+                name = String(part[..<open])
+                let inner = String(part[part.index(after: open)..<part.index(before: part.endIndex)])
+                options = try PolicyOptions(parsing: inner, policy: name).values
+            }
+            guard PolicyRegistry.type(named: name) != nil else {
+                throw ValidationError("unknown policy '\(name)'; known: \(PolicyRegistry.names.joined(separator: ", "))")
+            }
+            specs.append(PolicySpec(name: name, options: options))
+        }
+        guard !specs.isEmpty else { throw ValidationError("--policies is empty") }
+        return specs
+    }
+}
+
+/// The short text summary printed after a replay.
+enum ReplaySummaryText {
+    static func render(_ r: ReplayResults) -> String {
+        var t = TextTable([
+            ("policy", .left), ("budget", .right), ("peak alloc GB", .right), ("GiB", .right), ("reserved GB", .right),
+            ("OOM step", .right), ("kept", .right), ("quality", .right), ("scoring FLOPs", .right),
+        ])
+        for run in r.runs {
+            let s = run.summary
+            t.append([
+                run.policy, run.budget, UnitFormat.gb(s.peakAllocatedBytes), UnitFormat.gib(s.peakAllocatedBytes),
+                UnitFormat.gb(s.peakReservedBytes), s.firstOOMStep.map(String.init) ?? "-",
+                UnitFormat.fixed(100 * s.meanKeptFraction, 1) + "%", s.meanDecodeMassRetained.map { UnitFormat.fixed($0, 4) } ?? "-",
+                UnitFormat.fixed(s.totalScoringFLOPs / 1e9, 2) + " G",
+            ])
+        }
+        var head = "\(r.trace.file): \(r.trace.steps) steps; \(r.settings.simulatedModel) on \(r.settings.gpu), \(r.settings.attention) attention, \(r.settings.storedKVHeads) stored KV heads, \(r.settings.loop) loop"
+        for n in r.notes { head += "\nnote: \(n)" }
+        return head + "\n" + t.render()
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+import Testing
+import StarKVModel
+import StarKVTrace
+@testable import StarKVPolicies
+
+@Suite struct PrimitivesTests {
+    @Test func topKBreaksTiesByLowerPositionAndReturnsAscending() {
+        #expect(topKAscending([1, 3, 3, 2, 3] as [Float], count: 2) == [1, 2])
+        #expect(topKAscending([1, 3, 3, 2, 3] as [Float], count: 3) == [1, 2, 4])
+        #expect(topKAscending([5, 1, 9] as [Float], count: 2) == [0, 2])
+        #expect(topKAscending([0, 0, 0, 0] as [Float], count: 2) == [0, 1])
+    }
+
+    @Test func topKRanksNaNBelowEveryNumber() {
+        #expect(topKAscending([Float.nan, 0, -1] as [Float], count: 2) == [1, 2])
+    }
+
+    @Test func topKHandlesEmptyAndOversizedRequests() {
+        #expect(topKAscending([1, 2] as [Float], count: 0) == [])
+        #expect(topKAscending([1, 2] as [Float], count: 5) == [0, 1])
+        #expect(topKAscending([Float](), count: 3) == [])
+    }
+
+    @Test func topKMatchesAStableSortOnRandomInputsWithManyTies() {
+        var rng = SplitMix64(seed: 7)
+        for trial in 0..<200 {
+            let n = 1 + Int(rng.next() % 300)
+            let scores = (0..<n).map { _ in Float(rng.next() % 7) / 2 }  // heavy ties
+            let k = Int(rng.next() % UInt64(n + 1))
+            let expected = (0..<n).sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
+                .prefix(k).sorted().map { Int32($0) }
+            #expect(topKAscending(scores, count: k) == expected, "trial \(trial)")
+        }
+    }
+
+    @Test func avgPoolCountsPaddingInTheDivisor() {
+        // k = 3: [ (0+3+0)/3, (3+0+6)/3, (0+6+0)/3 ].
+        #expect(pool([3, 0, 6], kernel: 3, pooling: .avg) == [1, 3, 2])
+        #expect(pool([3, 0, 6], kernel: 1, pooling: .avg) == [3, 0, 6])
+    }
+
+    @Test func maxPoolTakesInRangeNeighbours() {
+        #expect(pool([3, 0, 6, -1], kernel: 3, pooling: .max) == [3, 6, 6, 6])
+        #expect(pool([-2, -3], kernel: 3, pooling: .max) == [-2, -2])
+    }
+
+    @Test func percentBudgetFloorsLTimesBOver100() {
+        #expect(KVBudget.percent(20).capacity(promptLength: 37) == 7)  // 7.4
+        #expect(KVBudget.percent(10).capacity(promptLength: 2800) == 280)
+        #expect(KVBudget.percent(12.5).capacity(promptLength: 9) == 1)
+        #expect(KVBudget.tokens(512).capacity(promptLength: 100) == 512)
+        #expect(KVBudget(parsing: "20%") == .percent(20))
+        #expect(KVBudget(parsing: "512tok") == .tokens(512))
+        #expect(KVBudget(parsing: "x") == nil)
+        #expect(KVBudget.percent(20).description == "20%")
+    }
+
+    @Test func windowClampsFollowEachReference() {
+        #expect(WindowClamp.starKVQwen.apply(window: 8, capacity: 3, promptLength: 100) == 1)
+        #expect(WindowClamp.starKVQwen.apply(window: 8, capacity: 2, promptLength: 100) == 1)
+        #expect(WindowClamp.starKVQwen.apply(window: 8, capacity: 50, promptLength: 100) == 8)
+        #expect(WindowClamp.reference.apply(window: 8, capacity: 3, promptLength: 100) == 1)
+        #expect(WindowClamp.reference.apply(window: 8, capacity: 2, promptLength: 100) == 1)
+        #expect(WindowClamp.reference.apply(window: 8, capacity: 7, promptLength: 100) == 5)
+        #expect(WindowClamp.none.apply(window: 64, capacity: 3, promptLength: 40) == 40)
+    }
+
+    @Test func spatialBoostIsAlphaTimesSoftmaxOfZScores() {
+        // norms [1,2,3]: mean 2, Bessel std 1 → z = [-1, 0, 1]; T = 1.
+        let b = spatialBoost(norms: [1, 2, 3][...], alpha: 2, temperature: 1)
+        let e = [exp(-1.0), 1, exp(1.0)]
+        let s = e.reduce(0, +)
+        for u in 0..<3 { #expect(abs(Double(b[u]) - 2 * e[u] / s) < 1e-6) }
+        // Uniform norms (std 0) and a single token give α/V each.
+        #expect(spatialBoost(norms: [4, 4][...], alpha: 1, temperature: 3.5) == [0.5, 0.5])
+        #expect(spatialBoost(norms: [7][...], alpha: 2, temperature: 1) == [2])
+    }
+
+    @Test func snapKVFlopsMatchSpecScenarioA() {
+        // algorithms.md §11 worked numbers: scenario A (L 2,800, w 8, k 5) ≈ 4.6 G.
+        let f = snapKVScoringFLOPs(RecordedModel(ModelPresets.qwen25VL7B), promptLength: 2800, window: 8, kernel: 5)
+        #expect(abs(f - 4.63e9) / 4.63e9 < 0.01)
+    }
+
+    @Test func guiKVFlopsMatchSpecScenarioC() {
+        // Scenario C: L 13.5k, 5 frames × 2.5k → QR part 195 G, total 217 G (as coded, per head).
+        let m = RecordedModel(ModelPresets.qwen25VL7B)
+        let total = GUIKVPolicy.scoringFLOPs(model: m, promptLength: 13_500, window: 8, kernel: 5, currentVisual: 2_500,
+                                             previousVisual: 10_000, spatial: true, temporal: true)
+        #expect(abs(total - 217e9) / 217e9 < 0.02)
+        let dedup = GUIKVPolicy.scoringFLOPs(model: m, promptLength: 13_500, window: 8, kernel: 5, currentVisual: 2_500,
+                                             previousVisual: 10_000, spatial: true, temporal: true, qrPerQueryHead: false)
+        #expect(abs((dedup - 22.3e9 - 0.5e9) - 28e9) / 28e9 < 0.05)
+    }
+}
