@@ -483,7 +483,7 @@ struct StepSynthesizer {
     /// Σ over the G generated tokens of their attention to each prompt key. Generated token t
     /// mixes the prompt weights with a target-focused version (weight a_t: 0.25 while writing
     /// the thought, 1 while writing the action's coordinates) and spends the rest on the
-    /// generated keys before it.
+    /// generated keys before it (the last 16 of them, each `decodeSelfWeight`).
     private func decodeSums(base: [Double], sharp: Double, generated G: Int, totalPrompt: Double, into out: inout [Double]) {
         let boost = _exp(sharp * p.decodeTargetBoost) - 1
         var targetMass = 0.0
@@ -492,7 +492,7 @@ struct StepSynthesizer {
         let actionStart = (G * 3) / 5
         for t in 0..<G {
             let a = t >= actionStart ? 1.0 : 0.25
-            let z = totalPrompt + a * boost * targetMass + p.decodeSelfWeight * Double(t + 1)
+            let z = totalPrompt + a * boost * targetMass + p.decodeSelfWeight * Double(min(t + 1, 16))
             plain += 1 / z
             focused += a / z
         }

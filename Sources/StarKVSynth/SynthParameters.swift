@@ -81,7 +81,7 @@ public struct SynthParameters: Sendable, Hashable {
     // Decoding (the G generated tokens of the full-cache run).
     /// Extra logit on the current target for generated tokens (the coordinates they write).
     public var decodeTargetBoost: Double = 2.0
-    /// Weight of each generated key (relative to the sink) for a generated query.
+    /// Weight of each of the last 16 generated keys (relative to the sink) for a generated query.
     public var decodeSelfWeight: Double = 0.03
 
     // Hidden-state norms (attention input after RMSNorm) and GUI-KV residuals.
