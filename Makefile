@@ -6,7 +6,7 @@ SWIFT        ?= swift
 SWIFT_FLAGS  ?=
 CONFIG       ?= release
 BIN           = .build/$(CONFIG)/starkv
-APT_PACKAGES  = libzstd-dev libprotobuf-c-dev protobuf-c-compiler pkg-config zstd
+APT_PACKAGES  = libzstd-dev libprotobuf-c-dev protobuf-c-compiler pkg-config zstd chromium
 SAMPLE_TRACE  = traces/sample-1280x720.starkv
 DEMO_OUT      = out/demo
 PYTHON       ?= python3
@@ -83,7 +83,7 @@ demo: build
 traces: build
 	mkdir -p traces
 	$(BIN) record synth --out $(SAMPLE_TRACE) --model tiny-vl --screen 1280x720 --steps 6 \
-	  --image-slots 2 --fields standard --window-sizes 8,32 --zstd-level 19 --seed 1 --quiet
+	  --image-slots 2 --fields standard --window-sizes 8,16,32,64 --zstd-level 19 --seed 1 --quiet
 
 # The realistic trajectory: Qwen2.5-VL-7B, 1920x1080, 10 steps, 5 screenshots (about 1.1 GB,
 # under a minute on one core); gitignored.

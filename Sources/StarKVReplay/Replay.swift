@@ -63,7 +63,7 @@ public enum Replay {
         }
         if reader.header.model.id != memory.model.id {
             notes.append(
-                "The trace was recorded with geometry '\(reader.header.model.id)' (\(reader.header.model.numLayers) layers); memory and FLOPs are simulated for \(memory.model.displayName) using the trace's token counts and each policy's kept fraction per layer.")
+                "The trace was recorded with geometry '\(reader.header.model.id)' (\(reader.header.model.numLayers) layers); memory and FLOPs are simulated for \(memory.model.displayName) using the trace's token counts and each policy's kept fraction per layer. Scoring FLOPs are counted by the policies at the recorded geometry.")
         }
         if case .missing(let note) = reader.footer { notes.append("Trace footer missing (\(note)); complete steps were replayed.") }
 

@@ -6,7 +6,7 @@ extension ReportRenderer {
     public static func html(_ r: ReplayResults) -> String {
         let e = HTML.escape
         let policies = orderedUnique(r.runs.map(\.policy))
-        let budgets = orderedUnique(r.runs.map(\.budget))
+        let budgets = sortedBudgets(r.runs)
         let color = Dictionary(uniqueKeysWithValues: policies.enumerated().map { ($1, SVGChart.palette[$0 % SVGChart.palette.count]) })
         let capacityGB = r.settings.gpuCapacityBytes / 1e9
         var body = ""
@@ -31,8 +31,14 @@ extension ReportRenderer {
         body += "<h2>Memory over steps</h2>\n<p>Peak allocated memory of each step; the dashed line is the usable capacity of the GPU; a circle marks the first step that would run out of memory.</p>\n<div class=\"grid\">\n"
         for budget in budgets {
             var chart = SVGChart(title: "Peak allocated memory per step — budget \(budget)", xLabel: "agent step", yLabel: "GB")
-            for run in r.runs where run.budget == budget {
-                chart.lines.append(.init(name: run.policy, points: run.steps.map { (Double($0.step), $0.allocatedPeakBytes / 1e9) }, color: color[run.policy]!))
+            // The full-cache baseline (run once, at 100 %) is drawn dashed in every budget's chart.
+            for run in r.runs where run.budget == budget || (run.policyName == "full" && budget != run.budget) {
+                let baseline = run.budget != budget
+                chart.lines.append(
+                    .init(
+                        name: baseline ? "\(run.policy) (\(run.budget))" : run.policy,
+                        points: run.steps.map { (Double($0.step), $0.allocatedPeakBytes / 1e9) }, color: color[run.policy]!,
+                        dashed: baseline))
                 if let oom = run.summary.firstOOMStep, let s = run.steps.first(where: { $0.step == oom }) {
                     chart.markers.append(.init(x: Double(oom), y: s.allocatedPeakBytes / 1e9, label: "OOM \(run.policy)"))
                 }
@@ -135,6 +141,20 @@ extension ReportRenderer {
     static func focusBudget(_ budgets: [String]) -> String? {
         if budgets.contains("20%") { return "20%" }
         return budgets.first { $0 != "100%" } ?? budgets.first
+    }
+
+    /// Budgets in numeric order: percentages ascending, then absolute token budgets as given.
+    static func sortedBudgets(_ runs: [ReplayResults.RunResult]) -> [String] {
+        var percent: [(Double, String)] = []
+        var tokens: [String] = []
+        for run in runs {
+            if let p = run.budgetPercent {
+                if !percent.contains(where: { $0.1 == run.budget }) { percent.append((p, run.budget)) }
+            } else if !tokens.contains(run.budget) {
+                tokens.append(run.budget)
+            }
+        }
+        return percent.sorted { $0.0 < $1.0 }.map(\.1) + tokens
     }
 
     static func orderedUnique(_ xs: [String]) -> [String] {

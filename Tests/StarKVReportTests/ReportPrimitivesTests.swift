@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import StarKVReport
+@testable import StarKVReplay
 
 @Suite struct ReportPrimitivesTests {
     @Test func csvQuotesOnlyFieldsThatNeedIt() {
@@ -53,5 +54,19 @@ import Testing
         #expect(events.map { $0["ph"] as! String } == ["M", "C", "X"])
         #expect((events[0]["args"] as! [String: String])["name"] == "snapkv @ 20%")
         #expect(events[2]["dur"] as? Double == 1000)
+    }
+}
+
+@Suite struct ReportOrderingTests {
+    @Test func budgetsAreOrderedNumericallyWithTokenBudgetsLast() {
+        func run(_ b: String, _ p: Double?) -> ReplayResults.RunResult {
+            ReplayResults.RunResult(
+                policy: "x", policyName: "x", budget: b, budgetPercent: p, keptDigest: "", steps: [],
+                summary: .init(
+                    peakAllocatedBytes: 0, peakReservedBytes: 0, firstOOMStep: nil, meanKeptFraction: 0, meanDecodeMassRetained: nil,
+                    meanCachedWindowMass: nil, totalScoringFLOPs: 0, totalFLOPs: 0, scoringOverhead: 0))
+        }
+        let runs = [run("100%", 100), run("512tok", nil), run("20%", 20), run("5%", 5), run("20%", 20)]
+        #expect(ReportRenderer.sortedBudgets(runs) == ["5%", "20%", "100%", "512tok"])
     }
 }

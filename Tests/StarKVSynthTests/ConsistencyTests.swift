@@ -221,7 +221,7 @@ struct ConsistencyTests {
         let agent = try SyntheticAgent(
             SynthConfig(
                 model: ModelPresets.tinyVL, steps: 6, screen: ScreenSize(width: 1280, height: 720), imageSlots: 2,
-                fidelity: .standard, seed: 1, windowSizes: [8, 32], commandLine: reader.header.recorder.commandLine))
+                fidelity: .standard, seed: 1, windowSizes: [8, 16, 32, 64], commandLine: reader.header.recorder.commandLine))
         #expect(agent.header == reader.header)
         for k in [0, 5] {
             #expect(try reader.readStep(at: k) == agent.step(k), "step \(k) differs from the regenerated one")
