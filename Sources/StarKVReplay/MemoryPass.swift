@@ -1,5 +1,5 @@
-import Dispatch
 import StarKVMemory
+import StarKVModel
 import StarKVPolicies
 
 /// Drives the memory/FLOP simulator (StarKVMemory, memory-model.md) with each pair's replayed
@@ -7,23 +7,11 @@ import StarKVPolicies
 /// in parallel into fixed slots.
 enum MemoryPass {
     static func simulate(pairs: [PairReplay], config: MemorySimulationConfig, threads: Int) throws -> [ReplayResults.RunResult] {
-        var slots = [Result<ReplayResults.RunResult, MemorySimulationError>?](repeating: nil, count: pairs.count)
-        let workers = min(max(1, threads), max(1, pairs.count))
-        slots.withUnsafeMutableBufferPointer { buf in
-            let out = ResultSlots(base: buf.baseAddress!)
-            let count = buf.count
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
-                var i = w
-                while i < count {
-                    out.base[i] = Result { () throws(MemorySimulationError) -> ReplayResults.RunResult in
-                        try run(pairs[i], config: config)
-                    }
-                    i += workers
-                }
-            }
+        let slots = DeterministicParallel.map(count: pairs.count, workers: threads) { i in
+            Result { () throws(MemorySimulationError) -> ReplayResults.RunResult in try run(pairs[i], config: config) }
         }
         return try slots.enumerated().map { i, slot in
-            do { return try slot!.get() } catch {
+            do { return try slot.get() } catch {
                 throw ReplayError.invalidRequest("\(pairs[i].policy.label) @ \(pairs[i].budget): \(error)")
             }
         }
@@ -90,9 +78,4 @@ enum MemoryPass {
     }
 
     static func mean(_ xs: [Double]) -> Double { xs.isEmpty ? 0 : xs.reduce(0, +) / Double(xs.count) }
-}
-
-/// Disjoint result slots for `concurrentPerform` workers.
-struct ResultSlots: @unchecked Sendable {
-    let base: UnsafeMutablePointer<Result<ReplayResults.RunResult, MemorySimulationError>?>
 }

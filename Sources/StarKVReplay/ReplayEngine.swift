@@ -148,17 +148,9 @@ public struct PolicyReplayer {
 
         for i in 0..<reader.stepCount {
             let step = try reader.readStep(at: i, fields: needed)
-            pairs.withUnsafeMutableBufferPointer { buf in
-                let slots = PairSlots(base: buf.baseAddress!)
-                let count = buf.count
-                DispatchQueue.concurrentPerform(iterations: workers) { w in
-                    var p = w
-                    while p < count {
-                        if slots.base[p].error == nil {
-                            PolicyReplayer.advance(&slots.base[p], step: step, header: header, layers: layers, loop: loop, dumping: dumping)
-                        }
-                        p += workers
-                    }
+            DeterministicParallel.update(&pairs, workers: workers) { pair in
+                if pair.error == nil {
+                    PolicyReplayer.advance(&pair, step: step, header: header, layers: layers, loop: loop, dumping: dumping)
                 }
             }
             if let failed = pairs.first(where: { $0.error != nil }) {
@@ -290,7 +282,3 @@ public struct PolicyReplayer {
     }
 }
 
-/// Disjoint per-pair slots handed to `concurrentPerform` workers (each index is touched by one worker).
-struct PairSlots: @unchecked Sendable {
-    let base: UnsafeMutablePointer<PolicyReplayer.PairState>
-}

@@ -172,8 +172,3 @@ func errnoText() -> String { String(cString: strerror(errno)) }
 private func posixClose(_ fd: Int32) { _ = close(fd) }
 
 private func posixWrite(_ fd: Int32, _ buf: UnsafeRawPointer, _ n: Int) -> Int { write(fd, buf, n) }
-
-/// Hands a pointer to `concurrentPerform` workers that write disjoint slots.
-struct DisjointSlots<T>: @unchecked Sendable {
-    let base: UnsafeMutablePointer<T>
-}

@@ -1,4 +1,5 @@
 import Dispatch
+import StarKVModel
 
 /// Settings of a `TraceWriter`.
 public struct TraceWriteOptions: Sendable {
@@ -74,24 +75,20 @@ public final class TraceWriter {
         // Encode chunks independently (in parallel); results land in fixed slots, so the bytes
         // written do not depend on scheduling.
         let chunks = step.chunks
-        var encoded = [Result<[UInt8], any Error>?](repeating: nil, count: chunks.count)
         let level = options.zstdLevel
         let filter: ChunkFilter = options.byteShuffle ? .byteShuffle : .none
         let codec: ChunkCodec = options.compress ? .zstd : .none
-        encoded.withUnsafeMutableBufferPointer { slots in
-            let out = DisjointSlots(base: slots.baseAddress!)
-            DispatchQueue.concurrentPerform(iterations: chunks.count) { i in
-                let t = chunks[i].tensor
-                out.base[i] = Result {
-                    try ChunkCoder.encode(t.bytes, elementWidth: t.dtype.byteWidth, filter: filter, codec: codec, level: level)
-                }
+        let encoded = DeterministicParallel.map(count: chunks.count, workers: chunks.count) { i -> Result<[UInt8], any Error> in
+            let t = chunks[i].tensor
+            return Result {
+                try ChunkCoder.encode(t.bytes, elementWidth: t.dtype.byteWidth, filter: filter, codec: codec, level: level)
             }
         }
         var descriptors: [ChunkDescriptor] = []
         var payloads: [[UInt8]] = []
         for (i, c) in chunks.enumerated() {
             let stored: [UInt8]
-            do { stored = try encoded[i]!.get() } catch {
+            do { stored = try encoded[i].get() } catch {
                 throw TraceError.io(
                     TraceLocation(path: path, step: step.stepIndex, layer: c.layer, field: c.field), "compression failed: \(error)")
             }
