@@ -93,9 +93,10 @@ traces-full: build
 	  --screen 1920x1080 --steps 10 --image-slots 5 --fields standard --seed 1
 	$(BIN) inspect traces/generated/qwen2.5-vl-7b-1920x1080-10step.starkv
 
-bench: build
-	@echo "benchmarks: see benchmarks/README.md"
+# Benchmarks (figures and commands in benchmarks/*/README.md and README.md).
+bench: build python-deps
 	benchmarks/allocator/run.sh $(BIN)
+	$(PY) benchmarks/recorder/bench_recorder.py --reps 5 --new-tokens 16 --side 448 --layers 4 --threads 1
 
 clean:
 	rm -rf .build out
