@@ -97,6 +97,7 @@ traces-full: build
 bench: build python-deps
 	benchmarks/allocator/run.sh $(BIN)
 	$(PY) benchmarks/recorder/bench_recorder.py --reps 5 --new-tokens 16 --side 448 --layers 4 --threads 1
+	benchmarks/replay/run.sh $(BIN) $(PY)
 
 clean:
 	rm -rf .build out

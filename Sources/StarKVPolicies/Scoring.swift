@@ -59,13 +59,21 @@ func pool(_ values: [Float], kernel k: Int, pooling: Pooling) -> [Float] {
     values.withUnsafeBufferPointer { v in
         switch pooling {
         case .avg:
-            let inv = Float(k)
-            for j in 0..<n {
-                var s: Float = 0
-                let lo = Swift.max(0, j - half), hi = Swift.min(n - 1, j - half + k - 1)
-                var m = lo
-                while m <= hi { s += v[m]; m += 1 }
-                out[j] = s / inv
+            // out[j] = ((0 + x[j-h]) + x[j-h+1]) + … + x[j-h+k-1], x zero outside [0, n): the
+            // reference's zero-padded convolution, summed left to right. The loop runs over m
+            // outside and j inside, so every output keeps that order and the compiler can
+            // vectorise across j.
+            var padded = [Float](repeating: 0, count: n + k - 1)
+            padded.withUnsafeMutableBufferPointer { p in
+                for j in 0..<n { p[half + j] = v[j] }
+                out.withUnsafeMutableBufferPointer { o in
+                    for m in 0..<k {
+                        let src = UnsafeBufferPointer(rebasing: p[m..<(m + n)])
+                        for j in 0..<n { o[j] += src[j] }
+                    }
+                    let inv = Float(k)
+                    for j in 0..<n { o[j] /= inv }
+                }
             }
         case .max:
             for j in 0..<n {
@@ -80,52 +88,111 @@ func pool(_ values: [Float], kernel k: Int, pooling: Pooling) -> [Float] {
     return out
 }
 
+/// A floating-point score type whose order maps onto an unsigned integer key, so that top-k can
+/// use a radix select (Float and Double).
+protocol RadixOrderedFloat: BinaryFloatingPoint {
+    associatedtype OrderKey: FixedWidthInteger & UnsignedInteger
+    /// A key whose unsigned order is the score order, with NaN equal to −∞ (NaN ranks below
+    /// every number, §1.4) and −0 equal to +0 (they compare equal, so they tie).
+    var orderKey: OrderKey { get }
+}
+
+extension Float: RadixOrderedFloat {
+    @inline(__always) var orderKey: UInt32 {
+        let x: Float = isNaN ? -.infinity : (self == 0 ? 0 : self)
+        let b = x.bitPattern
+        return b & 0x8000_0000 != 0 ? ~b : b | 0x8000_0000
+    }
+}
+
+extension Double: RadixOrderedFloat {
+    @inline(__always) var orderKey: UInt64 {
+        let x: Double = isNaN ? -.infinity : (self == 0 ? 0 : self)
+        let b = x.bitPattern
+        return b & 0x8000_0000_0000_0000 != 0 ? ~b : b | 0x8000_0000_0000_0000
+    }
+}
+
 /// Positions of the `k` largest `scores`, ties broken by lower position, returned ascending
-/// (algorithms.md §1.4). NaN ranks below every number. O(n) expected: a deterministic
-/// three-way quickselect finds the k-th largest value, then one ascending pass collects.
-func topKAscending<T: BinaryFloatingPoint>(_ scores: [T], count k: Int) -> [Int32] {
+/// (algorithms.md §1.4). NaN ranks below every number (it ties with −∞). O(n): a radix select
+/// over order-preserving integer keys finds the k-th largest key, then one ascending pass
+/// collects everything above it and the first tied positions.
+func topKAscending<T: RadixOrderedFloat>(_ scores: [T], count k: Int) -> [Int32] {
     let n = scores.count
     if k <= 0 || n == 0 { return [] }
     if k >= n { return allPositions(n) }
-    var work = scores.map { $0.isNaN ? -T.infinity : $0 }
-    let threshold = kthLargest(&work, k)
+    let keys = [T.OrderKey](unsafeUninitializedCapacity: n) { buf, count in
+        scores.withUnsafeBufferPointer { src in
+            for j in 0..<n { buf[j] = src[j].orderKey }
+        }
+        count = n
+    }
+    let threshold = kthLargestKey(keys, k)
     var greater = 0
-    for s in scores where !s.isNaN && s > threshold { greater += 1 }
+    for key in keys where key > threshold { greater += 1 }
     var ties = k - greater
     var out = [Int32]()
     out.reserveCapacity(k)
-    for (j, raw) in scores.enumerated() {
-        let s = raw.isNaN ? -T.infinity : raw
-        if s > threshold {
-            out.append(Int32(j))
-        } else if s == threshold && ties > 0 {
-            out.append(Int32(j))
-            ties -= 1
+    keys.withUnsafeBufferPointer { kb in
+        for j in 0..<n {
+            let key = kb[j]
+            if key > threshold {
+                out.append(Int32(j))
+            } else if key == threshold && ties > 0 {
+                out.append(Int32(j))
+                ties -= 1
+            }
         }
     }
     return out
 }
 
-/// The k-th largest value (1-based) of `a` (reordered in place). Deterministic: pivots are
-/// medians of three fixed positions.
-func kthLargest<T: BinaryFloatingPoint>(_ a: inout [T], _ k: Int) -> T {
-    var lo = 0, hi = a.count - 1
-    let target = k - 1  // index in descending order
-    while true {
-        if lo >= hi { return a[lo] }
-        let mid = lo + (hi - lo) / 2
-        let x = a[lo], y = a[mid], z = a[hi]
-        let pivot = Swift.max(Swift.min(x, y), Swift.min(Swift.max(x, y), z))
-        // Three-way partition of [lo, hi] into > pivot | == pivot | < pivot.
-        var lt = lo, i = lo, gt = hi
-        while i <= gt {
-            if a[i] > pivot { a.swapAt(lt, i); lt += 1; i += 1 }
-            else if a[i] < pivot { a.swapAt(i, gt); gt -= 1 }
-            else { i += 1 }
+/// The k-th largest (1-based) of `keys` by most-significant-digit radix select, 8 bits per pass;
+/// each pass keeps only the candidates in the chosen digit bucket.
+func kthLargestKey<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], _ k: Int) -> K {
+    var histogram = [Int](repeating: 0, count: 1024)
+    var candidates: [K] = []
+    return histogram.withUnsafeMutableBufferPointer { hist -> K in
+        keys.withUnsafeBufferPointer { all -> K in
+            var rank = k
+            var shift = K.bitWidth - 8
+            var first = true
+            while true {
+                let pass: (Int, K) = candidates.withUnsafeBufferPointer { cand -> (Int, K) in
+                    let buf = first ? all : cand
+                    let n = buf.count
+                    // Four interleaved histograms: scores share their top digits, and one
+                    // histogram would serialise every increment on the same counter.
+                    for b in 0..<1024 { hist[b] = 0 }
+                    var i = 0
+                    while i + 4 <= n {
+                        hist[Int(truncatingIfNeeded: buf[i] >> K(shift)) & 0xFF] += 1
+                        hist[256 + Int(truncatingIfNeeded: buf[i + 1] >> K(shift)) & 0xFF] += 1
+                        hist[512 + Int(truncatingIfNeeded: buf[i + 2] >> K(shift)) & 0xFF] += 1
+                        hist[768 + Int(truncatingIfNeeded: buf[i + 3] >> K(shift)) & 0xFF] += 1
+                        i += 4
+                    }
+                    while i < n { hist[Int(truncatingIfNeeded: buf[i] >> K(shift)) & 0xFF] += 1; i += 1 }
+                    for b in 0..<256 { hist[b] += hist[256 + b] + hist[512 + b] + hist[768 + b] }
+                    var bucket = 255
+                    var above = 0
+                    while above + hist[bucket] < rank { above += hist[bucket]; bucket -= 1 }
+                    rank -= above
+                    if shift == 0 || hist[bucket] == 1 {
+                        // The bucket's keys share every digit so far: at the last digit they are
+                        // all equal, and a lone candidate is the answer.
+                        for i in 0..<n where Int(truncatingIfNeeded: buf[i] >> K(shift)) & 0xFF == bucket { return (-1, buf[i]) }
+                    }
+                    return (bucket, 0)
+                }
+                if pass.0 < 0 { return pass.1 }
+                let bucket = pass.0
+                let source = first ? keys : candidates
+                candidates = source.filter { Int(truncatingIfNeeded: $0 >> K(shift)) & 0xFF == bucket }
+                first = false
+                shift -= 8
+            }
         }
-        if target < lt { hi = lt - 1 }
-        else if target <= gt { return pivot }
-        else { lo = gt + 1 }
     }
 }
 
@@ -191,12 +258,13 @@ func groupMeans(_ rows: [[Float]], kvHeads: Int) -> [[Double]] {
     let n = rows.first?.count ?? 0
     return (0..<kvHeads).map { grp in
         var acc = [Double](repeating: 0, count: n)
-        for hh in (grp * g)..<((grp + 1) * g) {
-            let r = rows[hh]
-            for j in 0..<n { acc[j] += Double(r[j]) }
+        acc.withUnsafeMutableBufferPointer { out in
+            for hh in (grp * g)..<((grp + 1) * g) {
+                rows[hh].withUnsafeBufferPointer { r in for j in 0..<n { out[j] += Double(r[j]) } }
+            }
+            let inv = Double(g)
+            for j in 0..<n { out[j] /= inv }
         }
-        let inv = Double(g)
-        for j in 0..<n { acc[j] /= inv }
         return acc
     }
 }

@@ -135,17 +135,22 @@ struct StepFields {
 func decodeFloats(_ t: Tensor, start: Int, count: Int) -> [Float] {
     guard count > 0 else { return [] }
     return t.bytes.withUnsafeBytes { raw -> [Float] in
-        switch t.dtype {
-        case .f32:
-            return (0..<count).map { Float(bitPattern: raw.loadUnaligned(fromByteOffset: (start + $0) * 4, as: UInt32.self).littleEndian) }
-        case .f16:
-            return (0..<count).map { Float(Float16(bitPattern: raw.loadUnaligned(fromByteOffset: (start + $0) * 2, as: UInt16.self).littleEndian)) }
-        case .bf16:
-            return (0..<count).map { Float(bitPattern: UInt32(raw.loadUnaligned(fromByteOffset: (start + $0) * 2, as: UInt16.self).littleEndian) << 16) }
-        case .f64:
-            return (0..<count).map { Float(Double(bitPattern: raw.loadUnaligned(fromByteOffset: (start + $0) * 8, as: UInt64.self).littleEndian)) }
-        default:
-            return [Float](repeating: 0, count: count)
+        [Float](unsafeUninitializedCapacity: count) { out, initialized in
+            switch t.dtype {
+            case .f32:
+                for i in 0..<count { out[i] = Float(bitPattern: raw.loadUnaligned(fromByteOffset: (start + i) * 4, as: UInt32.self).littleEndian) }
+            case .f16:
+                HalfPrecision.table.withUnsafeBufferPointer { table in
+                    for i in 0..<count { out[i] = table[Int(raw.loadUnaligned(fromByteOffset: (start + i) * 2, as: UInt16.self).littleEndian)] }
+                }
+            case .bf16:
+                for i in 0..<count { out[i] = Float(bitPattern: UInt32(raw.loadUnaligned(fromByteOffset: (start + i) * 2, as: UInt16.self).littleEndian) << 16) }
+            case .f64:
+                for i in 0..<count { out[i] = Float(Double(bitPattern: raw.loadUnaligned(fromByteOffset: (start + i) * 8, as: UInt64.self).littleEndian)) }
+            default:
+                for i in 0..<count { out[i] = 0 }
+            }
+            initialized = count
         }
     }
 }

@@ -208,7 +208,7 @@ public struct PolicyReplayer {
             p.digest.update(integer: UInt32(sel.keptIndices.count))
             for row in sel.keptIndices {
                 p.digest.update(integer: UInt32(row.count))
-                for idx in row { p.digest.update(integer: idx) }
+                p.digest.update(littleEndian: row)
             }
         }
         if let field = p.golden?.field {

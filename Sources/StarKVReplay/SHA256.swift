@@ -4,7 +4,9 @@ public struct SHA256: Sendable {
     private var state: [UInt32] = [
         0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab, 0x5be0_cd19,
     ]
-    private var buffer: [UInt8] = []
+    /// The pending partial block (`bufferCount` bytes used).
+    private var buffer = [UInt8](repeating: 0, count: 64)
+    private var bufferCount = 0
     private var length: UInt64 = 0
 
     private static let k: [UInt32] = [
@@ -20,35 +22,68 @@ public struct SHA256: Sendable {
 
     public init() {}
 
+    /// Appends bytes.
     public mutating func update<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
-        for b in bytes {
-            buffer.append(b)
-            length &+= 1
-            if buffer.count == 64 {
-                compress(buffer)
-                buffer.removeAll(keepingCapacity: true)
+        if let done = bytes.withContiguousStorageIfAvailable({ update(raw: UnsafeRawBufferPointer($0)) }) { return done }
+        update(raw: Array(bytes))
+    }
+
+    private mutating func update(raw bytes: [UInt8]) {
+        bytes.withUnsafeBytes { update(raw: $0) }
+    }
+
+    /// Appends raw bytes: fills the pending block, then compresses whole blocks in place.
+    public mutating func update(raw bytes: UnsafeRawBufferPointer) {
+        var offset = 0
+        let n = bytes.count
+        length &+= UInt64(n)
+        if bufferCount > 0 {
+            let take = min(64 - bufferCount, n)
+            for i in 0..<take { buffer[bufferCount + i] = bytes[i] }
+            bufferCount += take
+            offset = take
+            if bufferCount == 64 {
+                buffer.withUnsafeBytes { compress($0.baseAddress!) }
+                bufferCount = 0
             }
         }
+        while n - offset >= 64 {
+            compress(bytes.baseAddress! + offset)
+            offset += 64
+        }
+        for i in offset..<n { buffer[bufferCount] = bytes[i]; bufferCount += 1 }
     }
 
     /// Appends a string's UTF-8 bytes.
-    public mutating func update(_ text: String) { update(text.utf8) }
+    public mutating func update(_ text: String) { update(Array(text.utf8)) }
 
     /// Appends a little-endian integer.
     public mutating func update<T: FixedWidthInteger>(integer v: T) {
         var le = v.littleEndian
-        let bytes = withUnsafeBytes(of: &le) { Array($0) }
-        update(bytes)
+        withUnsafeBytes(of: &le) { update(raw: $0) }
+    }
+
+    /// Appends every element of `values` as a little-endian 32-bit integer (the same bytes as
+    /// `update(integer:)` per element, in one pass).
+    public mutating func update(littleEndian values: [Int32]) {
+        #if _endian(little)
+        values.withUnsafeBytes { update(raw: $0) }
+        #else
+        for v in values { update(integer: v) }
+        #endif
     }
 
     /// The lowercase hex digest of everything fed so far.
     public func finalize() -> String {
         var copy = self
         let bitLength = length &* 8
-        copy.buffer.append(0x80)
-        while copy.buffer.count % 64 != 56 { copy.buffer.append(0) }
-        for i in (0..<8).reversed() { copy.buffer.append(UInt8(truncatingIfNeeded: bitLength >> (UInt64(i) * 8))) }
-        for start in stride(from: 0, to: copy.buffer.count, by: 64) { copy.compress(Array(copy.buffer[start..<start + 64])) }
+        var tail = Array(buffer[0..<bufferCount])
+        tail.append(0x80)
+        while tail.count % 64 != 56 { tail.append(0) }
+        for i in (0..<8).reversed() { tail.append(UInt8(truncatingIfNeeded: bitLength >> (UInt64(i) * 8))) }
+        tail.withUnsafeBytes { raw in
+            for start in stride(from: 0, to: raw.count, by: 64) { copy.compress(raw.baseAddress! + start) }
+        }
         let hex = Array("0123456789abcdef")
         var out = ""
         for word in copy.state {
@@ -57,26 +92,30 @@ public struct SHA256: Sendable {
         return out
     }
 
-    private mutating func compress(_ block: [UInt8]) {
-        var w = [UInt32](repeating: 0, count: 64)
-        for i in 0..<16 {
-            w[i] = UInt32(block[4 * i]) << 24 | UInt32(block[4 * i + 1]) << 16 | UInt32(block[4 * i + 2]) << 8 | UInt32(block[4 * i + 3])
-        }
-        func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
-        for i in 16..<64 {
-            let s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)
-            let s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)
-            w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
-        }
+    /// One 64-byte block at `block`.
+    private mutating func compress(_ block: UnsafeRawPointer) {
+        @inline(__always) func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
         var (a, b, c, d, e, f, g, h) = (state[0], state[1], state[2], state[3], state[4], state[5], state[6], state[7])
-        for i in 0..<64 {
-            let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
-            let ch = (e & f) ^ (~e & g)
-            let t1 = h &+ s1 &+ ch &+ SHA256.k[i] &+ w[i]
-            let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
-            let maj = (a & b) ^ (a & c) ^ (b & c)
-            let t2 = s0 &+ maj
-            (h, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { w in
+            for i in 0..<16 {
+                w[i] = UInt32(bigEndian: block.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))
+            }
+            for i in 16..<64 {
+                let s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)
+                let s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)
+                w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
+            }
+            SHA256.k.withUnsafeBufferPointer { k in
+                for i in 0..<64 {
+                    let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
+                    let ch = (e & f) ^ (~e & g)
+                    let t1 = h &+ s1 &+ ch &+ k[i] &+ w[i]
+                    let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
+                    let maj = (a & b) ^ (a & c) ^ (b & c)
+                    let t2 = s0 &+ maj
+                    (h, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
+                }
+            }
         }
         state[0] &+= a; state[1] &+= b; state[2] &+= c; state[3] &+= d
         state[4] &+= e; state[5] &+= f; state[6] &+= g; state[7] &+= h

@@ -72,21 +72,22 @@ enum ChunkCoder {
                 throw ZstdError.message(
                     "zstd frame declares \(declared >= UInt64.max - 1 ? "no valid" : String(declared)) content bytes, descriptor says \(rawBytes)")
             }
-            data = [UInt8](repeating: 0, count: rawBytes)
-            let got = stored.withUnsafeBytes { src in
-                data.withUnsafeMutableBytes { dst in ZSTD_decompress(dst.baseAddress, rawBytes, src.baseAddress, stored.count) }
+            // No zero-fill: zstd writes every byte or the decode fails and the array is dropped.
+            var got = 0
+            data = try [UInt8](unsafeUninitializedCapacity: rawBytes) { dst, initialized in
+                got = stored.withUnsafeBytes { src in ZSTD_decompress(dst.baseAddress, rawBytes, src.baseAddress, stored.count) }
+                if ZSTD_isError(got) != 0 { throw ZstdError.message(String(cString: ZSTD_getErrorName(got))) }
+                guard got == rawBytes else { throw ZstdError.message("zstd produced \(got) bytes, expected \(rawBytes)") }
+                initialized = rawBytes
             }
-            if ZSTD_isError(got) != 0 { throw ZstdError.message(String(cString: ZSTD_getErrorName(got))) }
-            guard got == rawBytes else { throw ZstdError.message("zstd produced \(got) bytes, expected \(rawBytes)") }
         }
         if filter == .byteShuffle, elementWidth > 1, rawBytes % elementWidth == 0, rawBytes > 0 {
-            var out = [UInt8](repeating: 0, count: rawBytes)
-            data.withUnsafeBufferPointer { src in
-                out.withUnsafeMutableBufferPointer { dst in
+            data = data.withUnsafeBufferPointer { src in
+                [UInt8](unsafeUninitializedCapacity: rawBytes) { dst, initialized in
                     starkv_unshuffle(src.baseAddress, dst.baseAddress, rawBytes / elementWidth, elementWidth)
+                    initialized = rawBytes
                 }
             }
-            data = out
         }
         return data
     }

@@ -116,9 +116,9 @@ final class TraceFile {
         guard offset + UInt64(count) <= size else {
             throw TraceError.truncated(TraceLocation(path: path, offset: offset), "needs \(count) bytes, file has \(size - min(size, offset)) left")
         }
-        var out = [UInt8](repeating: 0, count: count)
-        var done = 0
-        try out.withUnsafeMutableBytes { buf in
+        // No zero-fill: pread fills every byte, or the read throws and the array is dropped.
+        return try [UInt8](unsafeUninitializedCapacity: count) { buf, initialized in
+            var done = 0
             while done < count {
                 let n = pread(fd, buf.baseAddress! + done, count - done, off_t(offset) + off_t(done))
                 if n < 0 {
@@ -128,8 +128,8 @@ final class TraceFile {
                 if n == 0 { throw TraceError.truncated(TraceLocation(path: path, offset: offset), "unexpected end of file") }
                 done += n
             }
+            initialized = count
         }
-        return out
     }
 
     func write(_ bytes: [UInt8]) throws {

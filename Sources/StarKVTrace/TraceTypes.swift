@@ -336,7 +336,9 @@ public struct Tensor: Sendable, Equatable {
             case .f32:
                 return (0..<n).map { Float(bitPattern: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self).littleEndian) }
             case .f16:
-                return (0..<n).map { Float(Float16(bitPattern: raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self).littleEndian)) }
+                return HalfPrecision.table.withUnsafeBufferPointer { t in
+                    (0..<n).map { t[Int(raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self).littleEndian)] }
+                }
             case .bf16:
                 return (0..<n).map {
                     Float(bitPattern: UInt32(raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self).littleEndian) << 16)
@@ -446,4 +448,15 @@ public struct StepRecord: Sendable, Equatable {
 
     /// Visual tokens of all screenshots.
     public var visualTokenCount: Int { images.reduce(0) { $0 + $1.length } }
+}
+
+/// IEEE binary16 → binary32 conversion through a table of all 65,536 bit patterns (exact, the
+/// same values as `Float(Float16(bitPattern:))`). On x86 without F16C the Swift conversion is a
+/// libgcc call per value; the f16 `win_sum` fields make this the hot path of a replay.
+public enum HalfPrecision {
+    /// `table[Int(bits)]` is the Float value of the binary16 bit pattern `bits`.
+    public static let table: [Float] = (0...Int(UInt16.max)).map { Float(Float16(bitPattern: UInt16($0))) }
+
+    /// The Float value of a binary16 bit pattern.
+    @inline(__always) public static func float(_ bits: UInt16) -> Float { table[Int(bits)] }
 }

@@ -20,6 +20,7 @@ struct StarKV: ParsableCommand {
             Record.self,
             ReplayCommand.self,
             ReportCommand.self,
+            BenchRead.self,
         ]
     )
 }

@@ -16,6 +16,21 @@ import StarKVTrace
         #expect(topKAscending([Float.nan, 0, -1] as [Float], count: 2) == [1, 2])
     }
 
+    @Test func topKTiesNegativeAndPositiveZeroAndNaNWithMinusInfinity() {
+        // -0 == +0 and NaN ranks as -inf: both pairs tie, so the lower position wins.
+        #expect(topKAscending([0, -0.0, 1] as [Float], count: 2) == [0, 2])
+        #expect(topKAscending([-0.0, 0, 1] as [Float], count: 2) == [0, 2])
+        #expect(topKAscending([-Double.infinity, .nan, 2] as [Double], count: 2) == [0, 2])
+        #expect(topKAscending([.nan, -Double.infinity, 2] as [Double], count: 2) == [0, 2])
+    }
+
+    @Test func topKOrdersNegativeValuesAndSubnormals() {
+        let scores: [Double] = [-3, -1e-310, 5e-324, -0.5, 1e300, -1e300]
+        // Descending: 1e300 (4), 5e-324 (2), -1e-310 (1), -0.5 (3), -3 (0), -1e300 (5).
+        #expect(topKAscending(scores, count: 3) == [1, 2, 4])
+        #expect(topKAscending(scores, count: 5) == [0, 1, 2, 3, 4])
+    }
+
     @Test func topKHandlesEmptyAndOversizedRequests() {
         #expect(topKAscending([1, 2] as [Float], count: 0) == [])
         #expect(topKAscending([1, 2] as [Float], count: 5) == [0, 1])
@@ -31,6 +46,33 @@ import StarKVTrace
             let expected = (0..<n).sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
                 .prefix(k).sorted().map { Int32($0) }
             #expect(topKAscending(scores, count: k) == expected, "trial \(trial)")
+        }
+    }
+
+    @Test func topKMatchesAStableSortOnRandomDoublesOfEverySign() {
+        var rng = SplitMix64(seed: 11)
+        for trial in 0..<200 {
+            let n = 1 + Int(rng.next() % 2000)
+            // Full-range bit patterns (no NaN) plus repeated values, so every radix digit and
+            // the tie path are exercised.
+            let scores: [Double] = (0..<n).map { _ in
+                let r = rng.next()
+                if r % 5 == 0 { return Double(r % 3) }
+                let d = Double(bitPattern: rng.next())
+                return d.isNaN ? 0 : d
+            }
+            let k = Int(rng.next() % UInt64(n + 1))
+            let expected = (0..<n).sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
+                .prefix(k).sorted().map { Int32($0) }
+            #expect(topKAscending(scores, count: k) == expected, "trial \(trial)")
+        }
+    }
+
+    @Test func halfPrecisionTableMatchesTheIEEEConversionForEveryBitPattern() {
+        for bits in 0...Int(UInt16.max) {
+            let want = Float(Float16(bitPattern: UInt16(bits)))
+            let got = HalfPrecision.float(UInt16(bits))
+            #expect(got.bitPattern == want.bitPattern || (got.isNaN && want.isNaN), "bits \(bits)")
         }
     }
 

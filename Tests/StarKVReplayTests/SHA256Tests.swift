@@ -29,4 +29,22 @@ import Testing
         b.update("block of input for the hash function to chew on")
         #expect(a.finalize() == b.finalize())
     }
+
+    @Test func int32RowsHashAsTheirLittleEndianBytes() {
+        // 1..200 as Int32: the row path must equal feeding each integer on its own, across
+        // block boundaries and with a pending partial block before it.
+        let row = (1...200).map { Int32($0 * 7919 - 50_000) }
+        var a = SHA256()
+        a.update("x")
+        for v in row { a.update(integer: v) }
+        var b = SHA256()
+        b.update("x")
+        b.update(littleEndian: row)
+        #expect(a.finalize() == b.finalize())
+        var bytes: [UInt8] = [UInt8(ascii: "x")]
+        for v in row { for i in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: UInt32(bitPattern: v) >> (8 * UInt32(i)))) } }
+        var c = SHA256()
+        c.update(bytes)
+        #expect(c.finalize() == a.finalize())
+    }
 }

@@ -263,16 +263,22 @@ public struct StarKVPolicy: KVPolicy {
             let first = offset + (cur.start - fields.step.images[cur.image].spanStart)
             let beta = spatialBoost(norms: norms[first..<(first + cur.length)], alpha: c.alpha, temperature: c.spatialTemperature)
             for hh in 0..<h {
-                for u in 0..<cur.length { heads[hh][cur.start + u] += beta[u] }
+                heads[hh].withUnsafeMutableBufferPointer { row in
+                    for u in 0..<cur.length { row[cur.start + u] += beta[u] }
+                }
             }
             let vc = Double(cur.length)
             flops += 2 * vc * Double(m.hiddenSize) + 6 * vc + Double(h) * vc
         }
         // Step 6 (computed early, it only reads the boosted scores): head mean and group means.
         var base = [Double](repeating: 0, count: past)
-        for hh in 0..<h { let r = heads[hh]; for j in 0..<past { base[j] += Double(r[j]) } }
-        let invH = Double(h)
-        for j in 0..<past { base[j] /= invH }
+        base.withUnsafeMutableBufferPointer { acc in
+            for hh in 0..<h {
+                heads[hh].withUnsafeBufferPointer { r in for j in 0..<past { acc[j] += Double(r[j]) } }
+            }
+            let invH = Double(h)
+            for j in 0..<past { acc[j] /= invH }
+        }
         let groups = groupMeans(heads, kvHeads: hkv)
         // Step 4: AEB temperature from the boosted head-mean scores.
         var temperature: Double? = nil
@@ -309,15 +315,20 @@ public struct StarKVPolicy: KVPolicy {
         }
         // Step 8: re-weight by the owning group's prior.
         var owner = [Int](repeating: 0, count: past)
-        for j in 0..<past {
-            var best = groups[0][j], arg = 0
-            for g in 1..<max(1, hkv) where groups[g][j] > best { best = groups[g][j]; arg = g }
-            owner[j] = arg
+        owner.withUnsafeMutableBufferPointer { own in
+            var best = groups[0]
+            for g in 1..<max(1, hkv) {
+                groups[g].withUnsafeBufferPointer { row in
+                    for j in 0..<past where row[j] > best[j] { best[j] = row[j]; own[j] = g }
+                }
+            }
         }
         var scores = base
         if miActive {
             let factor = (0..<hkv).map { (1 - lambdaEff) + lambdaEff * (weights[$0] * Double(hkv)) }
-            for j in 0..<past { scores[j] = base[j] * factor[owner[j]] }
+            scores.withUnsafeMutableBufferPointer { out in
+                for j in 0..<past { out[j] = base[j] * factor[owner[j]] }
+            }
         }
         // Step 9: temporal stability discount (needs ≥ 2 clipped spans).
         if c.temporalEnabled, past > 0, spans.count >= 2, let cur = current {
@@ -363,7 +374,9 @@ public struct StarKVPolicy: KVPolicy {
         // Step 10: power sharpening (order-preserving on m ≥ 0; fp64 so no new ties).
         if c.aebEnabled, let t = temperature, t > 0 {
             let e = 1 / t
-            for j in 0..<past { scores[j] = powDouble(max(scores[j], 0), e) }
+            scores.withUnsafeMutableBufferPointer { out in
+                for j in 0..<past { out[j] = powDouble(max(out[j], 0), e) }
+            }
         }
         return LayerScore(scores: scores, temperature: temperature, lambdaEff: lambdaEff, flops: flops)
     }
