@@ -118,6 +118,31 @@ struct ScriptWriter {
     }
 }
 
+extension ScriptWriter {
+    /// The second half of a decoder layer or ViT block, in the order PyTorch allocates it: RMSNorm
+    /// (fp32 temporary, bf16 output), SwiGLU MLP (gate, act, up, product, down) and the residual
+    /// add. Frees `residual` and returns the block's output.
+    mutating func normSwiGLUResidual(
+        _ residual: TensorRef, rows: Int, hidden: Int, intermediate: Int,
+        activations: MemoryCategory, transient: MemoryCategory
+    ) -> TensorRef {
+        let normTemp = alloc(rows * hidden * 4, activations)
+        let normed = alloc(rows * hidden * 2, activations)
+        free(normTemp)
+        let gate = alloc(rows * intermediate * 2, transient)
+        let act = alloc(rows * intermediate * 2, transient)
+        free(gate)
+        let up = alloc(rows * intermediate * 2, transient)
+        let product = alloc(rows * intermediate * 2, transient)
+        free(act, up)
+        let down = alloc(rows * hidden * 2, transient)
+        free(product)
+        let output = alloc(rows * hidden * 2, activations)
+        free(residual, down, normed)
+        return output
+    }
+}
+
 /// The weight tensors of a model, one allocation per parameter tensor, in load order.
 ///
 /// Sums to `ModelGeometry.totalParameters` × bytes per parameter (memory-model.md §1.3).
@@ -373,20 +398,8 @@ enum StepScriptBuilder {
             if residual.id != inputsEmbeds.id { w.free(residual) }
             residual = afterAttention
 
-            let t2 = w.alloc(q * H * 4, .activations)
-            let normed2 = w.alloc(q * H * 2, .activations)
-            w.free(t2)
-            let gate = w.alloc(q * I * 2, .mlpTransient)
-            let act = w.alloc(q * I * 2, .mlpTransient)
-            w.free(gate)
-            let up = w.alloc(q * I * 2, .mlpTransient)
-            let product = w.alloc(q * I * 2, .mlpTransient)
-            w.free(act, up)
-            let down = w.alloc(q * H * 2, .mlpTransient)
-            w.free(product)
-            let afterMLP = w.alloc(q * H * 2, .activations)
-            w.free(residual, down, normed2)
-            residual = afterMLP
+            residual = w.normSwiGLUResidual(residual, rows: q, hidden: H, intermediate: I,
+                                            activations: .activations, transient: .mlpTransient)
         }
 
         // Final norm and LM head; generate copies the last row to fp32 and drops the rest.
@@ -518,20 +531,8 @@ enum StepScriptBuilder {
             let h1 = w.alloc(P * d * 2, .vitTransient)
             w.free(hidden, proj, n1)
             hidden = h1
-            let t3 = w.alloc(P * d * 4, .vitTransient)
-            let n2 = w.alloc(P * d * 2, .vitTransient)
-            w.free(t3)
-            let gate = w.alloc(P * vi * 2, .vitTransient)
-            let act = w.alloc(P * vi * 2, .vitTransient)
-            w.free(gate)
-            let up = w.alloc(P * vi * 2, .vitTransient)
-            let product = w.alloc(P * vi * 2, .vitTransient)
-            w.free(act, up)
-            let down = w.alloc(P * d * 2, .vitTransient)
-            w.free(product)
-            let h2 = w.alloc(P * d * 2, .vitTransient)
-            w.free(hidden, down, n2)
-            hidden = h2
+            hidden = w.normSwiGLUResidual(hidden, rows: P, hidden: d, intermediate: vi,
+                                          activations: .vitTransient, transient: .vitTransient)
         }
         w.index = -1
         let ln = w.alloc(P * d * 2, .vitTransient)
