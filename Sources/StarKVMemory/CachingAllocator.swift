@@ -415,7 +415,7 @@ public struct CachingAllocator: Sendable {
             if size < maxSplit && blocks[i].size >= maxSplit { return nil }
             if size >= maxSplit && blocks[i].size >= size + options.maxNonSplitRoundingBytes { return nil }
         }
-        withPool(small: small) { $0.blocks.remove(at: at) }
+        _ = withPool(small: small) { $0.blocks.remove(at: at) }
         return i
     }
 

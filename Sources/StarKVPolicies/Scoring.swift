@@ -151,47 +151,40 @@ func topKAscending<T: RadixOrderedFloat>(_ scores: [T], count k: Int) -> [Int32]
 /// each pass keeps only the candidates in the chosen digit bucket.
 func kthLargestKey<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], _ k: Int) -> K {
     var histogram = [Int](repeating: 0, count: 1024)
-    var candidates: [K] = []
+    var candidates = keys  // shares storage until the first pass filters it
+    var rank = k
+    var shift = K.bitWidth - 8
     return histogram.withUnsafeMutableBufferPointer { hist -> K in
-        keys.withUnsafeBufferPointer { all -> K in
-            var rank = k
-            var shift = K.bitWidth - 8
-            var first = true
-            while true {
-                let pass: (Int, K) = candidates.withUnsafeBufferPointer { cand -> (Int, K) in
-                    let buf = first ? all : cand
-                    let n = buf.count
-                    // Four interleaved histograms: scores share their top digits, and one
-                    // histogram would serialise every increment on the same counter.
-                    for b in 0..<1024 { hist[b] = 0 }
-                    var i = 0
-                    while i + 4 <= n {
-                        hist[Int(truncatingIfNeeded: buf[i] >> K(shift)) & 0xFF] += 1
-                        hist[256 + Int(truncatingIfNeeded: buf[i + 1] >> K(shift)) & 0xFF] += 1
-                        hist[512 + Int(truncatingIfNeeded: buf[i + 2] >> K(shift)) & 0xFF] += 1
-                        hist[768 + Int(truncatingIfNeeded: buf[i + 3] >> K(shift)) & 0xFF] += 1
-                        i += 4
-                    }
-                    while i < n { hist[Int(truncatingIfNeeded: buf[i] >> K(shift)) & 0xFF] += 1; i += 1 }
-                    for b in 0..<256 { hist[b] += hist[256 + b] + hist[512 + b] + hist[768 + b] }
-                    var bucket = 255
-                    var above = 0
-                    while above + hist[bucket] < rank { above += hist[bucket]; bucket -= 1 }
-                    rank -= above
-                    if shift == 0 || hist[bucket] == 1 {
-                        // The bucket's keys share every digit so far: at the last digit they are
-                        // all equal, and a lone candidate is the answer.
-                        for i in 0..<n where Int(truncatingIfNeeded: buf[i] >> K(shift)) & 0xFF == bucket { return (-1, buf[i]) }
-                    }
-                    return (bucket, 0)
+        while true {
+            let (bucket, found): (Int, K?) = candidates.withUnsafeBufferPointer { buf in
+                let n = buf.count
+                // Four interleaved histograms: scores share their top digits, and one
+                // histogram would serialise every increment on the same counter.
+                for b in 0..<1024 { hist[b] = 0 }
+                var i = 0
+                while i + 4 <= n {
+                    hist[Int(truncatingIfNeeded: buf[i] >> K(shift)) & 0xFF] += 1
+                    hist[256 + Int(truncatingIfNeeded: buf[i + 1] >> K(shift)) & 0xFF] += 1
+                    hist[512 + Int(truncatingIfNeeded: buf[i + 2] >> K(shift)) & 0xFF] += 1
+                    hist[768 + Int(truncatingIfNeeded: buf[i + 3] >> K(shift)) & 0xFF] += 1
+                    i += 4
                 }
-                if pass.0 < 0 { return pass.1 }
-                let bucket = pass.0
-                let source = first ? keys : candidates
-                candidates = source.filter { Int(truncatingIfNeeded: $0 >> K(shift)) & 0xFF == bucket }
-                first = false
-                shift -= 8
+                while i < n { hist[Int(truncatingIfNeeded: buf[i] >> K(shift)) & 0xFF] += 1; i += 1 }
+                for b in 0..<256 { hist[b] += hist[256 + b] + hist[512 + b] + hist[768 + b] }
+                var bucket = 255
+                var above = 0
+                while above + hist[bucket] < rank { above += hist[bucket]; bucket -= 1 }
+                rank -= above
+                if shift == 0 || hist[bucket] == 1 {
+                    // The bucket's keys share every digit so far: at the last digit they are
+                    // all equal, and a lone candidate is the answer.
+                    for i in 0..<n where Int(truncatingIfNeeded: buf[i] >> K(shift)) & 0xFF == bucket { return (bucket, buf[i]) }
+                }
+                return (bucket, nil)
             }
+            if let found { return found }
+            candidates = candidates.filter { Int(truncatingIfNeeded: $0 >> K(shift)) & 0xFF == bucket }
+            shift -= 8
         }
     }
 }

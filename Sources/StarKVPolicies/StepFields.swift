@@ -93,7 +93,7 @@ struct StepFields {
         try checkFloat(t, TraceField.winSum, layer)
         try checkShape(t, TraceField.winSum, layer, [header.windowSizes.count, numHeads, promptLength])
         return (0..<numHeads).map { h in
-            decodeFloats(t, start: (k * numHeads + h) * promptLength, count: min(columns, promptLength))
+            t.floats(from: (k * numHeads + h) * promptLength, count: min(columns, promptLength))
         }
     }
 
@@ -102,7 +102,7 @@ struct StepFields {
         let t = try chunk(field, layer: layer)
         try checkFloat(t, field, layer)
         try checkShape(t, field, layer, [numHeads, promptLength])
-        return (0..<numHeads).map { h in decodeFloats(t, start: h * promptLength, count: min(columns, promptLength)) }
+        return (0..<numHeads).map { h in t.floats(from: h * promptLength, count: min(columns, promptLength)) }
     }
 
     /// `hid_norm[V]` (all visual tokens of the step, span order).
@@ -110,7 +110,7 @@ struct StepFields {
         let t = try chunk(TraceField.hidNorm, layer: layer)
         try checkFloat(t, TraceField.hidNorm, layer)
         try checkShape(t, TraceField.hidNorm, layer, [step.visualTokenCount])
-        return decodeFloats(t, start: 0, count: step.visualTokenCount)
+        return t.floats(from: 0, count: step.visualTokenCount)
     }
 
     /// `guikv_resid[Hkv, Vprev]`.
@@ -119,7 +119,7 @@ struct StepFields {
         let t = try chunk(TraceField.guikvResid, layer: layer)
         try checkFloat(t, TraceField.guikvResid, layer)
         try checkShape(t, TraceField.guikvResid, layer, [numKVHeads, vPrev])
-        return (0..<numKVHeads).map { g in decodeFloats(t, start: g * vPrev, count: vPrev) }
+        return (0..<numKVHeads).map { g in t.floats(from: g * vPrev, count: vPrev) }
     }
 
     /// An integer field of `count` elements (count_gt_001 [H], n_valid [1]).
@@ -127,30 +127,5 @@ struct StepFields {
         let t = try chunk(field, layer: layer)
         try checkShape(t, field, layer, [count])
         return t.int64s()
-    }
-}
-
-/// Decodes `count` elements of a floating tensor starting at element `start` (little-endian,
-/// IEEE conversion as `Tensor.floats()`); the caller has checked the byte count.
-func decodeFloats(_ t: Tensor, start: Int, count: Int) -> [Float] {
-    guard count > 0 else { return [] }
-    return t.bytes.withUnsafeBytes { raw -> [Float] in
-        [Float](unsafeUninitializedCapacity: count) { out, initialized in
-            switch t.dtype {
-            case .f32:
-                for i in 0..<count { out[i] = Float(bitPattern: raw.loadUnaligned(fromByteOffset: (start + i) * 4, as: UInt32.self).littleEndian) }
-            case .f16:
-                HalfPrecision.table.withUnsafeBufferPointer { table in
-                    for i in 0..<count { out[i] = table[Int(raw.loadUnaligned(fromByteOffset: (start + i) * 2, as: UInt16.self).littleEndian)] }
-                }
-            case .bf16:
-                for i in 0..<count { out[i] = Float(bitPattern: UInt32(raw.loadUnaligned(fromByteOffset: (start + i) * 2, as: UInt16.self).littleEndian) << 16) }
-            case .f64:
-                for i in 0..<count { out[i] = Float(Double(bitPattern: raw.loadUnaligned(fromByteOffset: (start + i) * 8, as: UInt64.self).littleEndian)) }
-            default:
-                for i in 0..<count { out[i] = 0 }
-            }
-            initialized = count
-        }
     }
 }

@@ -329,28 +329,31 @@ public struct Tensor: Sendable, Equatable {
 
     /// The values as Float (f16/bf16/f32/f64 widen or narrow exactly as IEEE conversion does;
     /// integers convert). Deterministic.
-    public func floats() -> [Float] {
-        let n = bytes.count / dtype.byteWidth
+    public func floats() -> [Float] { floats(from: 0, count: bytes.count / dtype.byteWidth) }
+
+    /// `count` values from element `start` as Float, converted as `floats()`; the range is
+    /// clipped to the tensor's elements.
+    public func floats(from start: Int, count: Int) -> [Float] {
+        let first = max(0, start)
+        let n = max(0, min(count, bytes.count / dtype.byteWidth - first))
         return bytes.withUnsafeBytes { raw -> [Float] in
-            switch dtype {
-            case .f32:
-                return (0..<n).map { Float(bitPattern: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self).littleEndian) }
-            case .f16:
-                return HalfPrecision.table.withUnsafeBufferPointer { t in
-                    (0..<n).map { t[Int(raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self).littleEndian)] }
+            [Float](unsafeUninitializedCapacity: n) { out, initialized in
+                func load<T: FixedWidthInteger>(_ i: Int, _: T.Type) -> T {
+                    T(littleEndian: raw.loadUnaligned(fromByteOffset: (first + i) * MemoryLayout<T>.size, as: T.self))
                 }
-            case .bf16:
-                return (0..<n).map {
-                    Float(bitPattern: UInt32(raw.loadUnaligned(fromByteOffset: $0 * 2, as: UInt16.self).littleEndian) << 16)
+                switch dtype {
+                case .f32: for i in 0..<n { out[i] = Float(bitPattern: load(i, UInt32.self)) }
+                case .f16:
+                    HalfPrecision.table.withUnsafeBufferPointer { table in
+                        for i in 0..<n { out[i] = table[Int(load(i, UInt16.self))] }
+                    }
+                case .bf16: for i in 0..<n { out[i] = Float(bitPattern: UInt32(load(i, UInt16.self)) << 16) }
+                case .f64: for i in 0..<n { out[i] = Float(Double(bitPattern: load(i, UInt64.self))) }
+                case .i32: for i in 0..<n { out[i] = Float(Int32(bitPattern: load(i, UInt32.self))) }
+                case .i64: for i in 0..<n { out[i] = Float(Int64(bitPattern: load(i, UInt64.self))) }
+                case .u8: for i in 0..<n { out[i] = Float(load(i, UInt8.self)) }
                 }
-            case .f64:
-                return (0..<n).map { Float(Double(bitPattern: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self).littleEndian)) }
-            case .i32:
-                return (0..<n).map { Float(Int32(bitPattern: raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self).littleEndian)) }
-            case .i64:
-                return (0..<n).map { Float(Int64(bitPattern: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self).littleEndian)) }
-            case .u8:
-                return raw.map { Float($0) }
+                initialized = n
             }
         }
     }
