@@ -1,7 +1,7 @@
 /// One GPU as the simulator sees it: memory the caching allocator may use, HBM bandwidth and
 /// dense bf16 throughput (for the roofline time column).
 ///
-/// Implements memory-model.md §7 (accelerator figures) and §3.10 (memory outside the caching
+/// Implements docs/memory-model.md §7 (accelerator figures) and §3.10 (memory outside the caching
 /// allocator). `torchVisibleBytes` is what `torch.cuda.mem_get_info()` reports as total (vLLM logs
 /// "79.22GiB" on an H100 80GB); `nonTorchBytes` (CUDA context, cuBLAS workspaces) is subtracted
 /// before the allocator gets any memory.
@@ -39,7 +39,7 @@ public struct Accelerator: Sendable, Hashable, Codable {
     }
 
     /// 512 MiB for the CUDA context and cuBLAS workspaces (vLLM logs 0.13–1.79 GiB "non-torch"
-    /// on H100s; memory-model.md §3.10) [I].
+    /// on H100s; docs/memory-model.md §3.10) [I].
     public static let defaultNonTorchBytes = 512 << 20
 
     /// Bytes the caching allocator can obtain with `cudaMalloc` before it fails.
@@ -52,27 +52,27 @@ public struct Accelerator: Sendable, Hashable, Codable {
         id: "h100-sxm-80gb", displayName: "NVIDIA H100 SXM5 80GB", marketedBytes: 80_000_000_000,
         torchVisibleBytes: gib(79.22), memoryBandwidthBytesPerSecond: 3.35e12,
         bf16DenseFLOPsPerSecond: 989e12,
-        source: "memory-model.md §7: llm-analysis gpu_configs, vLLM PR #10511 (79.22 GiB)")
+        source: "docs/memory-model.md §7: llm-analysis gpu_configs, vLLM PR #10511 (79.22 GiB)")
     /// H100 PCIe 80GB: HBM2e, 2.0 TB/s, 756 TFLOP/s; torch-visible taken equal to the SXM part [I].
     public static let h100PCIe = Accelerator(
         id: "h100-pcie-80gb", displayName: "NVIDIA H100 PCIe 80GB", marketedBytes: 80_000_000_000,
         torchVisibleBytes: gib(79.22), memoryBandwidthBytesPerSecond: 2.0e12,
-        bf16DenseFLOPsPerSecond: 756e12, source: "memory-model.md §7 (llm-analysis gpu_configs)")
+        bf16DenseFLOPsPerSecond: 756e12, source: "docs/memory-model.md §7 (llm-analysis gpu_configs)")
     /// A100 SXM4 80GB: 2.039 TB/s, 312 TFLOP/s; ~79.15 GiB torch-visible [I].
     public static let a100SXM = Accelerator(
         id: "a100-sxm-80gb", displayName: "NVIDIA A100 SXM4 80GB", marketedBytes: 80_000_000_000,
         torchVisibleBytes: gib(79.15), memoryBandwidthBytesPerSecond: 2.039e12,
-        bf16DenseFLOPsPerSecond: 312e12, source: "memory-model.md §7 (llm-analysis, glennklockwood A100)")
+        bf16DenseFLOPsPerSecond: 312e12, source: "docs/memory-model.md §7 (llm-analysis, glennklockwood A100)")
     /// A100 PCIe 80GB: 1.935 TB/s, 312 TFLOP/s; ~79.15 GiB torch-visible [I].
     public static let a100PCIe = Accelerator(
         id: "a100-pcie-80gb", displayName: "NVIDIA A100 PCIe 80GB", marketedBytes: 80_000_000_000,
         torchVisibleBytes: gib(79.15), memoryBandwidthBytesPerSecond: 1.935e12,
-        bf16DenseFLOPsPerSecond: 312e12, source: "memory-model.md §7 (llm-analysis, thundercompute)")
+        bf16DenseFLOPsPerSecond: 312e12, source: "docs/memory-model.md §7 (llm-analysis, thundercompute)")
     /// H200 141GB: 4.8 TB/s, 989 TFLOP/s; ~139 GiB torch-visible [I].
     public static let h200 = Accelerator(
         id: "h200-141gb", displayName: "NVIDIA H200 141GB", marketedBytes: 141_000_000_000,
         torchVisibleBytes: gib(139.0), memoryBandwidthBytesPerSecond: 4.8e12,
-        bf16DenseFLOPsPerSecond: 989e12, source: "memory-model.md §7 (vendor spec) [I]")
+        bf16DenseFLOPsPerSecond: 989e12, source: "docs/memory-model.md §7 (vendor spec) [I]")
 
     /// Every preset.
     public static let presets: [Accelerator] = [h100SXM, h100PCIe, a100SXM, a100PCIe, h200]

@@ -1,6 +1,6 @@
 import StarKVModel
 
-/// What a live tensor is for — the stacked terms of a memory timeline (memory-model.md §3, §8
+/// What a live tensor is for — the stacked terms of a memory timeline (docs/memory-model.md §3, §8
 /// "beat them on" (1)).
 public enum MemoryCategory: Int, Sendable, Hashable, Codable, CaseIterable {
     case weights
@@ -47,7 +47,7 @@ public enum MemoryPhase: Int, Sendable, Hashable, Codable, CaseIterable, Compara
 
 /// One allocation, free, or re-labelling of a tensor, in program order.
 ///
-/// Implements memory-model.md §5.3 ("a per-layer ordered event script … derived from §3").
+/// Implements docs/memory-model.md §5.3 ("a per-layer ordered event script … derived from §3").
 public struct AllocationEvent: Sendable, Hashable {
     public enum Kind: UInt8, Sendable, Hashable { case alloc, free, retag }
     public var kind: Kind
@@ -145,7 +145,7 @@ extension ScriptWriter {
 
 /// The weight tensors of a model, one allocation per parameter tensor, in load order.
 ///
-/// Sums to `ModelGeometry.totalParameters` × bytes per parameter (memory-model.md §1.3).
+/// Sums to `ModelGeometry.totalParameters` × bytes per parameter (docs/memory-model.md §1.3).
 public func weightTensorBytes(_ m: ModelGeometry, bytesPerParameter b: Int) -> [Int] {
     var sizes: [Int] = []
     let h = m.hiddenSize
@@ -206,7 +206,7 @@ struct StepShape: Sendable {
     var logitRows: Int
 }
 
-/// Builds the allocation events of one agent step (memory-model.md §3 and §5.3), following the
+/// Builds the allocation events of one agent step (docs/memory-model.md §3 and §5.3), following the
 /// forward code of transformers' Qwen2.5-VL (vision tower, decoder layers, LM head) and
 /// `generate`'s decode loop with DynamicCache concatenation.
 enum StepScriptBuilder {
@@ -335,7 +335,7 @@ enum StepScriptBuilder {
                 fullIsCache = stored
             }
 
-            // Compression: window scores, pooled scores, top-k, gather (memory-model.md §3.9).
+            // Compression: window scores, pooled scores, top-k, gather (docs/memory-model.md §3.9).
             var cacheK: TensorRef, cacheV: TensorRef
             if compressing {
                 let window = min(config.compressionWindow, keys)
@@ -465,7 +465,7 @@ enum StepScriptBuilder {
         return w.events
     }
 
-    /// Vision tower (memory-model.md §3.4, §3.5): patch embedding, 2-D RoPE tables, window
+    /// Vision tower (docs/memory-model.md §3.4, §3.5): patch embedding, 2-D RoPE tables, window
     /// reordering, `depth` blocks (window or per-image full attention), merger. Returns the
     /// image embeddings, which stay alive while the LLM runs.
     static func visionScript(_ w: inout ScriptWriter, config: MemorySimulationConfig, vision v: VisionGeometry, patches: [Int]) -> TensorRef {

@@ -1,7 +1,7 @@
 /// Options of the PyTorch CUDA caching allocator that change its decisions
 /// (`PYTORCH_CUDA_ALLOC_CONF`).
 ///
-/// Implements memory-model.md §5.1 rules 1, 4, 5 and 10.
+/// Implements docs/memory-model.md §5.1 rules 1, 4, 5 and 10.
 public struct CachingAllocatorOptions: Sendable, Hashable, Codable {
     /// `expandable_segments:True` — one growing virtual segment per pool, mapped in 2 MiB
     /// (small pool) or 20 MiB (large pool) pages.
@@ -43,7 +43,7 @@ public struct StatCounter: Sendable, Hashable, Codable {
 
 /// The statistics `torch.cuda.memory_stats()` exposes (aggregate over both pools).
 ///
-/// Implements memory-model.md §5.1 rule 8.
+/// Implements docs/memory-model.md §5.1 rule 8.
 public struct CachingAllocatorStats: Sendable, Hashable, Codable {
     /// Bytes of blocks handed out, including unsplit slack (`memory_allocated`).
     public var allocatedBytes = StatCounter()
@@ -125,7 +125,7 @@ public struct SegmentSnapshot: Sendable, Hashable, Codable {
 /// A replica of PyTorch's native CUDA caching allocator (`DeviceCachingAllocator` in
 /// `c10/cuda/CUDACachingAllocator.cpp`) for one device and one stream, over simulated addresses.
 ///
-/// Implements memory-model.md §5.1 rules 1–10: 512 B rounding (optionally power-of-two
+/// Implements docs/memory-model.md §5.1 rules 1–10: 512 B rounding (optionally power-of-two
 /// divisions), small (≤ 1 MiB) / large pools, 2 MiB / 20 MiB / 2 MiB-rounded segments, best fit
 /// by (size, address), splitting thresholds, merging with free neighbours inside a segment,
 /// release-cached-and-retry on a failed `cudaMalloc`, `max_split_size`, expandable segments, and the

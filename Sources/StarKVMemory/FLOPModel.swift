@@ -2,7 +2,7 @@ import StarKVModel
 
 /// FLOPs of one agent step by phase, in both attention conventions.
 ///
-/// Implements memory-model.md §6 (1 multiply-add = 2 FLOP) and algorithms.md §11 (the policy's
+/// Implements docs/memory-model.md §6 (1 multiply-add = 2 FLOP) and docs/algorithms.md §11 (the policy's
 /// scoring FLOPs arrive as an input number). "Nominal" counts every query×key pair of a prefill
 /// (LLM-Viewer / llm-analysis / Vidur convention); "causal" counts what a causal kernel does,
 /// k_eff = past + (q+1)/2. Decode and the vision tower are the same in both conventions.
@@ -19,7 +19,7 @@ public struct FLOPCounts: Sendable, Hashable, Codable {
     public var prefillLMHeadFLOPs: Int = 0
     /// All decode forwards (linear + attention + head).
     public var decodeFLOPs: Int = 0
-    /// Compression-stage scoring FLOPs reported by the policy (algorithms.md §11).
+    /// Compression-stage scoring FLOPs reported by the policy (docs/algorithms.md §11).
     public var scoringFLOPs: Int = 0
 
     public init() {}
@@ -38,7 +38,7 @@ public struct FLOPCounts: Sendable, Hashable, Codable {
     public var prefillCausalFLOPs: Int { prefillLinearFLOPs + prefillAttentionCausalFLOPs + prefillLMHeadFLOPs }
 }
 
-/// Closed-form FLOP formulas (memory-model.md §6.1, §6.2).
+/// Closed-form FLOP formulas (docs/memory-model.md §6.1, §6.2).
 public enum FLOPModel {
     /// Linear FLOPs per token per decoder layer: 2·(H·(HQ·HD + 2·HKV·HD) + HQ·HD·H + 3·H·I)
     /// (466.09 M for the 7B; biases and norms ignored).
@@ -80,7 +80,7 @@ public enum FLOPModel {
             + m.numLayers * attentionFLOPsPerPairPerLayer(m) * contextSum
     }
 
-    /// Vision tower FLOPs for one image of `patches` ViT patches (memory-model.md §6.2): patch
+    /// Vision tower FLOPs for one image of `patches` ViT patches (docs/memory-model.md §6.2): patch
     /// embedding, block linears, window attention (window² patches per query), per-image full
     /// attention in the full-attention blocks, and the 2×2 merger.
     public static func vision(_ m: ModelGeometry, patches p: Int) -> Int {
@@ -111,11 +111,11 @@ public struct RooflineEfficiency: Sendable, Hashable, Codable {
     }
 }
 
-/// Roofline time lower bounds of one step (memory-model.md §6.3, §4.2): each phase takes
+/// Roofline time lower bounds of one step (docs/memory-model.md §6.3, §4.2): each phase takes
 /// max(FLOPs / peak, bytes moved / bandwidth).
 public struct RooflineEstimate: Sendable, Hashable, Codable {
     public var visionSeconds: Double = 0
-    /// Prefill with nominal attention FLOPs (the convention of memory-model.md §4.2).
+    /// Prefill with nominal attention FLOPs (the convention of docs/memory-model.md §4.2).
     public var prefillSeconds: Double = 0
     /// Prefill with causal attention FLOPs.
     public var prefillCausalSeconds: Double = 0

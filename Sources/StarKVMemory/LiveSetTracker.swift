@@ -1,4 +1,4 @@
-/// Bytes of each category at one moment — a stacked-timeline sample (memory-model.md §8 (1)).
+/// Bytes of each category at one moment — a stacked-timeline sample (docs/memory-model.md §8 (1)).
 public struct MemoryTerms: Sendable, Hashable, Codable {
     public var weightsBytes = 0
     public var kvNowBytes = 0

@@ -1,13 +1,13 @@
 import StarKVModel
 
-/// How attention is evaluated (memory-model.md §3.5). `flash` stands for FlashAttention-2 and the
+/// How attention is evaluated (docs/memory-model.md §3.5). `flash` stands for FlashAttention-2 and the
 /// fused SDPA kernels (no score matrix); `eager` materialises scores with an fp32 softmax copy.
 public enum AttentionImplementation: String, Sendable, Hashable, Codable, CaseIterable {
     case flash
     case eager
 }
 
-/// Which logits the prefill materialises (memory-model.md §3.7).
+/// Which logits the prefill materialises (docs/memory-model.md §3.7).
 public enum LogitsPolicy: String, Sendable, Hashable, Codable, CaseIterable {
     /// bf16 logits for every prompt position (transformers 4.54-era Qwen2.5-VL).
     case full
@@ -19,7 +19,7 @@ public enum LogitsPolicy: String, Sendable, Hashable, Codable, CaseIterable {
 
 /// How the agent carries the KV cache between steps (issue 4, "two agent loops").
 public enum AgentLoop: String, Sendable, Hashable, Codable, CaseIterable {
-    /// Every step re-prefills the whole prompt (the reference drivers, algorithms.md §1.2).
+    /// Every step re-prefills the whole prompt (the reference drivers, docs/algorithms.md §1.2).
     case rePrefill
     /// The compressed cache is carried across steps; each step prefills only its new tokens.
     case persistentCache
@@ -27,15 +27,15 @@ public enum AgentLoop: String, Sendable, Hashable, Codable, CaseIterable {
 
 /// Which memory accounting produces allocated/reserved bytes.
 public enum AllocatorKind: String, Sendable, Hashable, Codable, CaseIterable {
-    /// The replica of PyTorch's CUDA caching allocator (memory-model.md §5.1).
+    /// The replica of PyTorch's CUDA caching allocator (docs/memory-model.md §5.1).
     case torchCaching
-    /// A vLLM-style preallocated paged KV pool (memory-model.md §5.4).
+    /// A vLLM-style preallocated paged KV pool (docs/memory-model.md §5.4).
     case vllmPaged
     /// Requested bytes only (no allocator; fastest).
     case analytic
 }
 
-/// Storage type of the weights (memory-model.md §1.3: bf16 in the evals, fp32 when loaded
+/// Storage type of the weights (docs/memory-model.md §1.3: bf16 in the evals, fp32 when loaded
 /// without `torch_dtype` by older transformers).
 public enum WeightDtype: String, Sendable, Hashable, Codable, CaseIterable {
     case bf16
@@ -43,7 +43,7 @@ public enum WeightDtype: String, Sendable, Hashable, Codable, CaseIterable {
     public var bytesPerParameter: Int { self == .bf16 ? 2 : 4 }
 }
 
-/// Settings of the vLLM-style paged KV pool (memory-model.md §5.4).
+/// Settings of the vLLM-style paged KV pool (docs/memory-model.md §5.4).
 public struct PagedPoolOptions: Sendable, Hashable, Codable {
     /// Tokens per block (vLLM DEFAULT_BLOCK_SIZE 16).
     public var blockTokens: Int
@@ -65,7 +65,7 @@ public struct PagedPoolOptions: Sendable, Hashable, Codable {
 
 /// Everything fixed for a whole simulated trajectory.
 ///
-/// Implements the configuration knobs memory-model.md §4.1 asks traces to record: attention
+/// Implements the configuration knobs docs/memory-model.md §4.1 asks traces to record: attention
 /// implementation (LLM and ViT separately), stored KV heads, logits policy, weight dtype,
 /// previous-step retention, and the allocator.
 public struct MemorySimulationConfig: Sendable, Hashable, Codable {
@@ -75,18 +75,18 @@ public struct MemorySimulationConfig: Sendable, Hashable, Codable {
     public var llmAttention: AttentionImplementation
     public var visionAttention: AttentionImplementation
     /// KV heads actually stored: `numKVHeads` (4, original path) or `numQueryHeads` (28, the
-    /// STaR-KV/GUI-KV compression path stores repeat_kv-expanded tensors, memory-model.md §1.4).
+    /// STaR-KV/GUI-KV compression path stores repeat_kv-expanded tensors, docs/memory-model.md §1.4).
     public var storedKVHeads: Int
     public var logits: LogitsPolicy
     public var loop: AgentLoop
     /// Whether the previous step's `generate` output (and its cache) stays alive during the next
-    /// step (memory-model.md §2.3). Only meaningful for `rePrefill`.
+    /// step (docs/memory-model.md §2.3). Only meaningful for `rePrefill`.
     public var retainPreviousCache: Bool
     public var allocator: AllocatorKind
     public var cachingOptions: CachingAllocatorOptions
     public var pagedOptions: PagedPoolOptions
     public var weightDtype: WeightDtype
-    /// Observation window w of the compression scratch (algorithms.md §1.3).
+    /// Observation window w of the compression scratch (docs/algorithms.md §1.3).
     public var compressionWindow: Int
     /// Call `torch.cuda.empty_cache()` after every step.
     public var emptyCacheBetweenSteps: Bool
@@ -148,7 +148,7 @@ public struct MemorySimulationConfig: Sendable, Hashable, Codable {
 /// What one agent step contributes: token counts from the trace, kept counts and scoring FLOPs
 /// from the policy.
 ///
-/// Notation of memory-model.md §3.0: L = promptTokens, v_i = visualTokensPerScreenshot (patches
+/// Notation of docs/memory-model.md §3.0: L = promptTokens, v_i = visualTokensPerScreenshot (patches
 /// p_i = 4·v_i), T = textTokens, g = generatedTokens.
 public struct MemoryStepInput: Sendable, Hashable, Codable {
     /// Prefill length L (all prompt tokens this step).
@@ -163,7 +163,7 @@ public struct MemoryStepInput: Sendable, Hashable, Codable {
     /// policies pass the per-layer mean over heads (rounded up). When the count differs from
     /// the model's layer count (a reduced test geometry), the mean is used for every layer.
     public var keptTokensPerLayer: [Int]?
-    /// Compression-stage scoring FLOPs computed by the policy (algorithms.md §11).
+    /// Compression-stage scoring FLOPs computed by the policy (docs/algorithms.md §11).
     public var scoringFLOPs: Int
     /// Persistent loop only: how many of the last screenshots are new this step (default 1, or
     /// all on the first step).

@@ -12,7 +12,7 @@ public struct OutOfMemoryEvent: Sendable, Hashable, Codable {
 
 /// Memory, FLOPs and time of one agent step.
 ///
-/// Implements issue 4's per-step report: bytes by term at the live-set peak (memory-model.md §3),
+/// Implements issue 4's per-step report: bytes by term at the live-set peak (docs/memory-model.md §3),
 /// the allocator's allocated / reserved / inactive-split current and peak (§5.1), the paged pool's
 /// block occupancy (§5.4), FLOPs by phase (§6) and the roofline time (§6.3).
 public struct StepMemoryReport: Sendable, Hashable, Codable {
@@ -80,7 +80,7 @@ public struct MemoryTrajectoryReport: Sendable, Hashable, Codable {
 /// The GPU memory and FLOP simulator: consumes agent steps in order and reports each one.
 ///
 /// State carried across steps (the allocator, live tensors, the previous or carried cache) is
-/// this value; `step(_:)` is the only mutation. Implements memory-model.md §3–§6 for issue 4.
+/// this value; `step(_:)` is the only mutation. Implements docs/memory-model.md §3–§6 for issue 4.
 public struct MemorySimulator: Sendable {
     public let config: MemorySimulationConfig
     public private(set) var stepIndex = 0

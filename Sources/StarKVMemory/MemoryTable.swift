@@ -1,7 +1,7 @@
 /// Renders a trajectory report as a fixed-width text table (GB and GiB both explicit). Pure:
 /// returns the text, prints nothing.
 ///
-/// Implements memory-model.md §8 (unit-explicit, diffable output; "fits" verdict and first OOM).
+/// Implements docs/memory-model.md §8 (unit-explicit, diffable output; "fits" verdict and first OOM).
 public enum MemoryTable {
     public static func render(_ report: MemoryTrajectoryReport) -> String {
         let c = report.config

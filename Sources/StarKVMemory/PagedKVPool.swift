@@ -3,7 +3,7 @@ import StarKVModel
 /// A vLLM-style paged KV pool: preallocated once from `gpu_memory_utilization`, handed out in
 /// fixed blocks of 16 tokens (all layers, K and V).
 ///
-/// Implements memory-model.md §5.4: `budget = torch-visible × utilisation`,
+/// Implements docs/memory-model.md §5.4: `budget = torch-visible × utilisation`,
 /// `kv_memory = budget − weights − activation peak − non-torch`, `num_blocks = ⌊kv_memory / block
 /// bytes⌋`; eviction frees only blocks left without any surviving token, unless compaction
 /// copies survivors into fresh blocks.

@@ -1,9 +1,9 @@
 import StarKVModel
 
 /// Step inputs for a trajectory without a trace: n = 1, 2, … screenshots of one screen size, the
-/// text of memory-model.md §4 (T = base + perHistory·(n−1)), and a uniform budget.
+/// text of docs/memory-model.md §4 (T = base + perHistory·(n−1)), and a uniform budget.
 ///
-/// Implements the assumptions of memory-model.md §4 (worked examples) so the CLI and the tests
+/// Implements the assumptions of docs/memory-model.md §4 (worked examples) so the CLI and the tests
 /// can reproduce tables A, B and I/J.
 public struct SyntheticWorkload: Sendable, Hashable, Codable {
     /// Visual tokens of one screenshot (after smart_resize).

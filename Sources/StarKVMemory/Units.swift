@@ -1,6 +1,6 @@
 /// Byte-unit helpers. StarKV always states both decimal gigabytes (GB = 10⁹ B) and binary
 /// gibibytes (GiB = 2³⁰ B), because the reference evaluation scripts print GiB labelled "GB"
-/// (memory-model.md, "Units").
+/// (docs/memory-model.md, "Units").
 public enum ByteUnits {
     /// 10⁹ bytes.
     public static let bytesPerGB: Double = 1_000_000_000

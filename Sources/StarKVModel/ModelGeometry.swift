@@ -1,7 +1,7 @@
 /// Shapes of a vision-language model's language decoder and vision tower — everything the
 /// trace format, the policies and the memory simulator need to know about a model.
 ///
-/// Implements `../shared/spec/memory-model.md` §1 (model constants) and §1.3 (parameter
+/// Implements docs/memory-model.md §1 (model constants) and §1.3 (parameter
 /// counts, computed from shapes rather than copied).
 public struct ModelGeometry: Sendable, Hashable, Codable {
     /// Short identifier used on the command line and in traces, e.g. `qwen2.5-vl-7b`.
@@ -80,7 +80,7 @@ public struct ModelGeometry: Sendable, Hashable, Codable {
     public var totalParameters: Int { languageModelParameters + visionParameters }
 
     /// KV-cache bytes per token over all layers, keys and values, at `storedHeads` heads of
-    /// `bytesPerElement` bytes: `2 · N_l · heads · d · bytes` (memory-model.md §1.4).
+    /// `bytesPerElement` bytes: `2 · N_l · heads · d · bytes` (docs/memory-model.md §1.4).
     public func kvBytesPerToken(storedHeads: Int, bytesPerElement: Int = 2) -> Int {
         2 * numLayers * storedHeads * headDim * bytesPerElement
     }
@@ -88,7 +88,7 @@ public struct ModelGeometry: Sendable, Hashable, Codable {
 
 /// Shapes of a Qwen2.5-VL-style vision tower (ViT with 2×2 patch merger).
 ///
-/// Implements `../shared/spec/memory-model.md` §1.2.
+/// Implements docs/memory-model.md §1.2.
 public struct VisionGeometry: Sendable, Hashable, Codable {
     /// Transformer blocks.
     public var depth: Int

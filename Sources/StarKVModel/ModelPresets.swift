@@ -1,6 +1,6 @@
 /// The models StarKV knows by name. `ModelPresets.named(_:)` resolves a CLI or trace id.
 ///
-/// Constants from `../shared/spec/memory-model.md` §1 (7B, verified against config mirrors);
+/// Constants from docs/memory-model.md §1 (7B, verified against config mirrors);
 /// the other sizes from their public config.json files, as cited on each preset.
 public enum ModelPresets {
     /// Qwen2.5-VL vision tower shared by the 3B and 7B models.
@@ -10,19 +10,19 @@ public enum ModelPresets {
     public static let qwen25VisionLarge = VisionGeometry(
         depth: 32, hiddenSize: 1280, numHeads: 16, intermediateSize: 3456)
 
-    /// UI-TARS-1.5-7B / Qwen2.5-VL-7B: 8,292,166,656 parameters (memory-model.md §1.3).
+    /// UI-TARS-1.5-7B / Qwen2.5-VL-7B: 8,292,166,656 parameters (docs/memory-model.md §1.3).
     public static let qwen25VL7B = ModelGeometry(
         id: "qwen2.5-vl-7b", displayName: "Qwen2.5-VL-7B / UI-TARS-1.5-7B", numLayers: 28,
         hiddenSize: 3584, intermediateSize: 18944, numQueryHeads: 28, numKVHeads: 4, headDim: 128,
         vocabSize: 152064, tiedEmbeddings: false, vision: qwen25VisionSmall,
-        source: "memory-model.md §1.1-1.3 (Qwen2.5-VL-7B config.json)")
+        source: "docs/memory-model.md §1.1-1.3 (Qwen2.5-VL-7B config.json)")
 
     /// OpenCUA-7B: the Qwen2.5-VL-7B shapes with a Qwen2 (1-D RoPE) language model.
     public static let openCUA7B = ModelGeometry(
         id: "opencua-7b", displayName: "OpenCUA-7B", numLayers: 28, hiddenSize: 3584,
         intermediateSize: 18944, numQueryHeads: 28, numKVHeads: 4, headDim: 128,
         vocabSize: 152064, tiedEmbeddings: false, vision: qwen25VisionSmall,
-        source: "algorithms.md §1.1 (same 28/4/128 layout); vocabulary assumed as Qwen2.5-VL-7B")
+        source: "docs/algorithms.md §1.1 (same 28/4/128 layout); vocabulary assumed as Qwen2.5-VL-7B")
 
     /// Qwen2.5-VL-3B (tied embeddings).
     public static let qwen25VL3B = ModelGeometry(

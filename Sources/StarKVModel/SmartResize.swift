@@ -2,7 +2,7 @@ import Foundation
 
 /// Qwen2.5-VL's `smart_resize` and the visual-token count it implies.
 ///
-/// Implements `../shared/spec/memory-model.md` §2.1 (and algorithms.md §1.1): round each side
+/// Implements docs/memory-model.md §2.1 (and docs/algorithms.md §1.1): round each side
 /// to a multiple of `factor` (banker's rounding, as Python's `round`), then rescale into
 /// [minPixels, maxPixels] keeping the aspect ratio.
 public struct ImageResizer: Sendable, Hashable, Codable {

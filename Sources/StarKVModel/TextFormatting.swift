@@ -30,7 +30,7 @@ public struct TextTable: Sendable {
     }
 }
 
-/// Byte and count formatting with explicit units (GB = 10⁹ B, GiB = 2³⁰ B; memory-model.md).
+/// Byte and count formatting with explicit units (GB = 10⁹ B, GiB = 2³⁰ B; docs/memory-model.md).
 public enum UnitFormat {
     /// `1.23 MB`-style decimal units.
     public static func decimalBytes(_ bytes: UInt64) -> String {

@@ -3,12 +3,12 @@ import StarKVModel
 import StarKVTrace
 
 // The small "press"-style protocol every KV-compression policy implements, and the value types
-// it consumes and produces. Spec: ../shared/spec/algorithms.md §1.2–§1.4 (when and how a prefill
+// it consumes and produces. Spec: docs/algorithms.md §1.2–§1.4 (when and how a prefill
 // is compressed), §10 (what a step record must hold), §11 (scoring FLOPs).
 
 /// A KV-cache budget: a percentage of the prompt (`C = ⌊L·b/100⌋`, the references'
 /// `--kv_cache_budget`) or an absolute number of tokens per layer (SnapKV's original
-/// `max_capacity_prompt`). Both count the always-kept window (algorithms.md §1.3).
+/// `max_capacity_prompt`). Both count the always-kept window (docs/algorithms.md §1.3).
 public enum KVBudget: Sendable, Hashable, Codable, CustomStringConvertible {
     /// `b` percent of the prompt length, e.g. `.percent(20)`.
     case percent(Double)
@@ -53,7 +53,7 @@ public enum KVBudget: Sendable, Hashable, Codable, CustomStringConvertible {
     }
 }
 
-/// Which heads a kept set applies to (algorithms.md §2.3 step 11 shared sets; §3 step 6 / §4
+/// Which heads a kept set applies to (docs/algorithms.md §2.3 step 11 shared sets; §3 step 6 / §4
 /// per-query-head sets; §4.3 / §8 per-KV-head sets).
 public enum HeadGranularity: String, Sendable, Codable, CaseIterable {
     /// One index set for every head of the layer.
@@ -64,7 +64,7 @@ public enum HeadGranularity: String, Sendable, Codable, CaseIterable {
     case kvHead = "kv_head"
 }
 
-/// The kept prompt positions of one layer for one step (algorithms.md §1.3: past selection plus
+/// The kept prompt positions of one layer for one step (docs/algorithms.md §1.3: past selection plus
 /// the always-kept window).
 public struct LayerSelection: Sendable, Equatable {
     /// Decoder layer (0-based).
@@ -123,7 +123,7 @@ public struct LayerSelection: Sendable, Equatable {
 func allPositions(_ n: Int) -> [Int32] { (0..<max(0, n)).map { Int32($0) } }
 
 /// Everything a policy sees for one agent step: the trace header (model geometry, recorded
-/// window sizes and fields), the step record and the budget (algorithms.md §10.2).
+/// window sizes and fields), the step record and the budget (docs/algorithms.md §10.2).
 public struct PolicyStepInput: Sendable {
     public var header: TraceHeader
     public var step: StepRecord
@@ -137,7 +137,7 @@ public struct PolicyStepInput: Sendable {
 }
 
 /// What a policy returns for one step: per-layer kept sets, the compression-stage scoring FLOPs
-/// (algorithms.md §11) and the state to pass to the next step.
+/// (docs/algorithms.md §11) and the state to pass to the next step.
 public struct PolicyStepOutput: Sendable, Equatable {
     /// One selection per decoder layer, in layer order.
     public var layers: [LayerSelection]
@@ -265,7 +265,7 @@ public struct PolicyOptions: Sendable, Hashable {
 }
 
 /// A KV-cache compression policy in the kvpress "press" style: it scores one prefill from the
-/// recorded trace fields and returns the kept positions of every layer (algorithms.md §1.2:
+/// recorded trace fields and returns the kept positions of every layer (docs/algorithms.md §1.2:
 /// compression happens once per layer at prefill). The API is per step (all layers at once) so
 /// that policies that allocate budget across layers (PyramidKV, VL-Cache, STaR-KV entropy
 /// budget) can see the whole step.

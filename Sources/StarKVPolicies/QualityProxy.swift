@@ -1,7 +1,7 @@
 import StarKVModel
 import StarKVTrace
 
-/// Quality proxies for a kept set (issue 5; algorithms.md §10.1 "Quality proxies"):
+/// Quality proxies for a kept set (issue 5; docs/algorithms.md §10.1 "Quality proxies"):
 /// the share of an attention-mass field ([H, L], e.g. `decode_attn_sum` of the full-cache run,
 /// or the next step's `win_sum` rows) that falls on kept positions. Sums run in fp64 in head
 /// then position order, so the result is deterministic.

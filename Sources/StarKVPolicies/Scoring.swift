@@ -1,11 +1,11 @@
 import StarKVModel
 import StarKVTrace
 
-// Shared scoring primitives: budget/window arithmetic (algorithms.md §1.3), pooling (§1.4),
+// Shared scoring primitives: budget/window arithmetic (docs/algorithms.md §1.3), pooling (§1.4),
 // deterministic top-k (§1.4 "Spec for deterministic replay"), the hidden-norm spatial boost
 // (§2.3 step 3 = §3 step 3) and the SnapKV FLOP term (§11).
 
-/// Pooling of window sums (algorithms.md §1.4).
+/// Pooling of window sums (docs/algorithms.md §1.4).
 public enum Pooling: String, Sendable, Codable, CaseIterable {
     /// `F.avg_pool1d`, padding ⌊k/2⌋, divisor always k (padding counted).
     case avg = "avgpool"
@@ -13,7 +13,7 @@ public enum Pooling: String, Sendable, Codable, CaseIterable {
     case max = "maxpool"
 }
 
-/// How a policy clamps its window to the capacity (algorithms.md §1.3).
+/// How a policy clamps its window to the capacity (docs/algorithms.md §1.3).
 public enum WindowClamp: Sendable {
     /// STaR-KV Qwen2.5-VL path: `max(1, min(w, C − 2))`.
     case starKVQwen
@@ -32,7 +32,7 @@ public enum WindowClamp: Sendable {
     }
 }
 
-/// Budget arithmetic of one step (algorithms.md §1.3): capacity C, clamped window w_eff,
+/// Budget arithmetic of one step (docs/algorithms.md §1.3): capacity C, clamped window w_eff,
 /// selectable past P = L − w_eff, and whether compression happens (`L ≥ C`).
 struct BudgetPlan: Equatable {
     let promptLength: Int
@@ -50,7 +50,7 @@ struct BudgetPlan: Equatable {
 }
 
 /// Pools `values` (one head's past scores, length P) with kernel `k`, stride 1, padding ⌊k/2⌋,
-/// zero outside [0, P) (algorithms.md §1.4). Sums run left to right in fp32.
+/// zero outside [0, P) (docs/algorithms.md §1.4). Sums run left to right in fp32.
 func pool(_ values: [Float], kernel k: Int, pooling: Pooling) -> [Float] {
     let n = values.count
     guard k > 1, n > 0 else { return values }
@@ -114,7 +114,7 @@ extension Double: RadixOrderedFloat {
 }
 
 /// Positions of the `k` largest `scores`, ties broken by lower position, returned ascending
-/// (algorithms.md §1.4). NaN ranks below every number (it ties with −∞). O(n): a radix select
+/// (docs/algorithms.md §1.4). NaN ranks below every number (it ties with −∞). O(n): a radix select
 /// over order-preserving integer keys finds the k-th largest key, then one ascending pass
 /// collects everything above it and the first tied positions.
 func topKAscending<T: RadixOrderedFloat>(_ scores: [T], count k: Int) -> [Int32] {
@@ -198,7 +198,7 @@ func withWindow(_ past: [Int32], past p: Int, promptLength l: Int) -> [Int32] {
     return out
 }
 
-/// GUI-KV / STaR-KV spatial saliency (algorithms.md §2.3 step 3, §3 step 3):
+/// GUI-KV / STaR-KV spatial saliency (docs/algorithms.md §2.3 step 3, §3 step 3):
 /// `β_u = α · softmax_u(z_u / T_s)` with `z` the z-score of the hidden-state norms (Bessel std,
 /// eps 1e−8). Reductions run in fp64 in index order. With one token the reference's std is NaN;
 /// here std = 0, so z = 0 and β = α (documented deviation).
@@ -228,7 +228,7 @@ func currentFrameNormOffset(_ step: StepRecord) -> Int {
     step.images.dropLast().reduce(0) { $0 + $1.length }
 }
 
-/// SnapKV-style window scoring FLOPs of one step (algorithms.md §11):
+/// SnapKV-style window scoring FLOPs of one step (docs/algorithms.md §11):
 /// `N_l · [2·H·w·L·d + 7·H·w·L + H·L·k]`.
 func snapKVScoringFLOPs(_ m: RecordedModel, promptLength l: Int, window w: Int, kernel k: Int) -> Double {
     let nl = Double(m.numLayers), h = Double(m.numQueryHeads), d = Double(m.headDim)

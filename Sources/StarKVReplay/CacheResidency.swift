@@ -10,7 +10,7 @@ import StarKVTrace
 /// is new at each step. A carried token stays cached only if the previous step's compression
 /// kept it (in any head of that layer). This is an open-loop approximation: the attention the
 /// policies score with comes from the recorded re-prefill run, renormalised over what is still
-/// cached (memory-model.md §2.3 discusses the two loops).
+/// cached (docs/memory-model.md §2.3 discusses the two loops).
 public struct CacheResidency: Sendable, Equatable {
     /// Identity of a prompt token across steps.
     enum TokenKey: Hashable, Sendable {

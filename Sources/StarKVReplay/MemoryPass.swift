@@ -2,7 +2,7 @@ import StarKVMemory
 import StarKVModel
 import StarKVPolicies
 
-/// Drives the memory/FLOP simulator (StarKVMemory, memory-model.md) with each pair's replayed
+/// Drives the memory/FLOP simulator (StarKVMemory, docs/memory-model.md) with each pair's replayed
 /// steps and turns its reports into `ReplayResults.RunResult`s. Pairs are independent and run
 /// in parallel into fixed slots.
 enum MemoryPass {

@@ -17,7 +17,7 @@ public struct ReplayedStep: Sendable, Equatable, Codable {
     public var textTokens: Int
     /// Kept prompt tokens per layer (mean over heads), after compression.
     public var keptTokensPerLayer: [Double]
-    /// Compression-stage scoring FLOPs of this step (algorithms.md §11).
+    /// Compression-stage scoring FLOPs of this step (docs/algorithms.md §11).
     public var scoringFLOPs: Double
     /// Share of the full-cache run's decode attention (decode_attn_sum) on kept tokens; nil when
     /// the trace lacks the field.

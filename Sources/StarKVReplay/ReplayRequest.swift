@@ -1,6 +1,6 @@
 import StarKVPolicies
 
-/// How the agent loop treats the KV cache between steps (memory-model.md §2.3, algorithms.md §1.2).
+/// How the agent loop treats the KV cache between steps (docs/memory-model.md §2.3, docs/algorithms.md §1.2).
 public enum CacheLoop: String, Sendable, Codable, CaseIterable {
     /// Every step re-prefills the whole prompt (how the reference drivers run).
     case reprefill

@@ -89,7 +89,7 @@ public struct ReplayResults: Sendable, Codable, Equatable {
         public var imageShareAfter: [Double]
     }
 
-    /// Live bytes at the step's peak, by term (memory-model.md §3).
+    /// Live bytes at the step's peak, by term (docs/memory-model.md §3).
     public struct MemoryTerms: Sendable, Codable, Equatable {
         public var weights: Double
         public var kvNow: Double
@@ -101,7 +101,7 @@ public struct ReplayResults: Sendable, Codable, Equatable {
         public var allocatorSlack: Double
     }
 
-    /// FLOPs of one step by phase (memory-model.md §6; algorithms.md §11).
+    /// FLOPs of one step by phase (docs/memory-model.md §6; docs/algorithms.md §11).
     public struct FLOPs: Sendable, Codable, Equatable {
         public var vision: Double
         public var prefillNominal: Double

@@ -90,7 +90,7 @@ extension ReportRenderer {
         }
 
         // FLOPs table.
-        body += "<h2>FLOPs</h2>\n<p>Totals over the trace. Prefill uses the nominal (full-count) attention convention; scoring is the compression stage of each policy (algorithms.md §11).</p>\n<table><thead><tr><th>policy</th><th>budget</th><th>vision</th><th>prefill (nominal)</th><th>prefill (causal)</th><th>decode</th><th>scoring</th><th>scoring / prefill</th></tr></thead><tbody>\n"
+        body += "<h2>FLOPs</h2>\n<p>Totals over the trace. Prefill uses the nominal (full-count) attention convention; scoring is the compression stage of each policy (docs/algorithms.md §11).</p>\n<table><thead><tr><th>policy</th><th>budget</th><th>vision</th><th>prefill (nominal)</th><th>prefill (causal)</th><th>decode</th><th>scoring</th><th>scoring / prefill</th></tr></thead><tbody>\n"
         for run in r.runs {
             let sum = run.steps.reduce(into: [0.0, 0, 0, 0, 0]) { a, s in
                 a[0] += s.flops.vision; a[1] += s.flops.prefillNominal; a[2] += s.flops.prefillCausal; a[3] += s.flops.decode; a[4] += s.flops.scoring

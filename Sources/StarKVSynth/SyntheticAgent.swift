@@ -21,7 +21,7 @@ public struct SynthConfig: Sendable, Hashable {
     public var winSumDType: TensorDType
     /// Storage dtype of `guikv_resid` (f16 or f32).
     public var residualDType: TensorDType
-    /// Previous replies kept as history text (memory-model.md §2.3: 10).
+    /// Previous replies kept as history text (docs/memory-model.md §2.3: 10).
     public var maxHistorySteps: Int
     public var resizer: ImageResizer
     public var parameters: SynthParameters
@@ -97,7 +97,7 @@ public enum SynthError: Error, Equatable, CustomStringConvertible {
 /// seed, then produces, step by step, the `StepRecord` (token layout, image table and every
 /// catalog field) that a recorder attached to a Qwen2.5-VL-class model would have written.
 ///
-/// Implements issue 3 and the fields of `schemas/FORMAT.md` / algorithms.md §10.2 from one
+/// Implements issue 3 and the fields of `schemas/FORMAT.md` / docs/algorithms.md §10.2 from one
 /// per-head attention model (docs/synthetic-agent.md). Steps are independent given the
 /// plan, so `step(_:)` can be called in any order and always returns the same record.
 public struct SyntheticAgent: Sendable {

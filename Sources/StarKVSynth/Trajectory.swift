@@ -66,7 +66,7 @@ public struct TrajectoryPlan: Sendable, Hashable {
 }
 
 /// Where each prompt part of one step sits: the token layout that the attention model and
-/// the `StepRecord` share (algorithms.md §1.1 span rules, §10.2 token types).
+/// the `StepRecord` share (docs/algorithms.md §1.1 span rules, §10.2 token types).
 public struct PromptLayout: Sendable, Hashable {
     public var tokenTypes: [TokenType]
     public var tokenIDs: [Int32]

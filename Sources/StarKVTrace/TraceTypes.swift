@@ -1,6 +1,6 @@
 import StarKVModel
 
-/// The class of one prompt token (`schemas/trace.proto` TokenType; algorithms.md §10.2).
+/// The class of one prompt token (`schemas/trace.proto` TokenType; docs/algorithms.md §10.2).
 public enum TokenType: UInt8, Sendable, CaseIterable, Codable, CustomStringConvertible {
     case system = 0
     case template = 1
@@ -74,7 +74,7 @@ public enum Fidelity: Int, Sendable, CaseIterable, Codable, Comparable, CustomSt
     }
 }
 
-/// The trace field catalog (FORMAT.md "Field catalog"; algorithms.md §10.2).
+/// The trace field catalog (FORMAT.md "Field catalog"; docs/algorithms.md §10.2).
 public enum TraceField {
     public static let winSum = "win_sum"
     public static let hidNorm = "hid_norm"

@@ -44,7 +44,7 @@ struct MemoryCommand: ParsableCommand {
     var generated = 0
     @Option(name: .customLong("weight-dtype"), help: "bf16 or fp32.")
     var weightDtype = "bf16"
-    @Option(name: .customLong("scoring-flops"), help: "Policy scoring FLOPs per step (algorithms.md §11).")
+    @Option(name: .customLong("scoring-flops"), help: "Policy scoring FLOPs per step (docs/algorithms.md §11).")
     var scoringFLOPs = 0
     @Option(help: "Write the full report as JSON to this file.")
     var json: String?

@@ -3,7 +3,7 @@ import Testing
 
 private let MiB = 1 << 20
 
-/// Hand-worked sequences against memory-model.md §5.1 (PyTorch CUDACachingAllocator rules).
+/// Hand-worked sequences against docs/memory-model.md §5.1 (PyTorch CUDACachingAllocator rules).
 @Suite struct CachingAllocatorTests {
     func make(_ capacityMiB: Int, _ options: CachingAllocatorOptions = .init()) -> CachingAllocator {
         CachingAllocator(capacityBytes: capacityMiB * MiB, options: options)

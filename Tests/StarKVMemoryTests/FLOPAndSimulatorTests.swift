@@ -5,7 +5,7 @@ import StarKVModel
 
 private let m7 = ModelPresets.qwen25VL7B
 
-/// memory-model.md §6 worked FLOP numbers and §4.2 roofline times.
+/// docs/memory-model.md §6 worked FLOP numbers and §4.2 roofline times.
 @Suite struct FLOPModelTests {
     func near(_ value: Int, _ expected: Double, _ tol: Double = 0.01) -> Bool {
         abs(Double(value) - expected) <= tol * expected
@@ -201,7 +201,7 @@ private let m7 = ModelPresets.qwen25VL7B
         #expect(pool.blockBytes == 917_504)  // 16 × 57,344 B = 896 KiB
         #expect(pool.totalBlocks * pool.blockBytes <= pool.poolBytes)
         #expect((pool.totalBlocks + 1) * pool.blockBytes > pool.poolBytes)
-        // memory-model.md §5.4 estimate: ~61k blocks ≈ 0.98 M tokens.
+        // docs/memory-model.md §5.4 estimate: ~61k blocks ≈ 0.98 M tokens.
         #expect(abs(Double(pool.totalBlocks) - 61_000) < 0.05 * 61_000)
     }
 

@@ -2,7 +2,7 @@ import Testing
 import StarKVModel
 @testable import StarKVMemory
 
-/// Reproduces memory-model.md §4 (tables A, B, I/J and the variants) within 2 %, and the
+/// Reproduces docs/memory-model.md §4 (tables A, B, I/J and the variants) within 2 %, and the
 /// paper's headline figures with the configuration that yields them (§4.1).
 @Suite struct WorkedExampleTests {
     static let tokens1080p = 2691

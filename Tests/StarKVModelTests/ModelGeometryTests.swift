@@ -4,7 +4,7 @@ import Testing
 @Suite struct ModelGeometryTests {
     @Test func sevenBParameterCountMatchesSpecTable() {
         let m = ModelPresets.qwen25VL7B
-        // memory-model.md §1.3, computed from shapes.
+        // docs/memory-model.md §1.3, computed from shapes.
         #expect(m.parametersPerDecoderLayer == 233_057_792)
         #expect(m.languageModelParameters == 7_615_616_512)
         #expect(m.visionParameters == 676_550_144)
@@ -34,7 +34,7 @@ import Testing
 }
 
 @Suite struct SmartResizeTests {
-    // memory-model.md §2.4, hand-checked: 1080/28 = 38.57 → 39 rows, 1920/28 = 68.57 → 69 cols.
+    // docs/memory-model.md §2.4, hand-checked: 1080/28 = 38.57 → 39 rows, 1920/28 = 68.57 → 69 cols.
     @Test(arguments: [
         (1920, 1080, 2691), (1280, 720, 1196), (1366, 768, 1323), (2560, 1440, 4641),
         (3840, 2160, 10549), (1080, 2400, 3354), (1440, 3120, 5661), (2880, 1800, 6592),
@@ -57,7 +57,7 @@ import Testing
     }
 
     @Test func lowerMaxPixelsCapsTokens() throws {
-        // UI-TARS 1.0 bound (2700·28²): 3840x2160 → 2622 tokens (memory-model.md §2.4).
+        // UI-TARS 1.0 bound (2700·28²): 3840x2160 → 2622 tokens (docs/memory-model.md §2.4).
         let r = ImageResizer(minPixels: 3136, maxPixels: 2_116_800)
         #expect(try r.tokenGrid(width: 3840, height: 2160).visualTokens == 2622)
     }

@@ -3,7 +3,7 @@ import StarKVModel
 import StarKVTrace
 @testable import StarKVPolicies
 
-/// Hand-computed selections for the baselines (algorithms.md §4–§9).
+/// Hand-computed selections for the baselines (docs/algorithms.md §4–§9).
 @Suite struct BaselinePolicyTests {
     /// Four heads over L = 10 (columns 8, 9 are the window at C = 5, w = 2).
     static let rows: [[Float]] = [

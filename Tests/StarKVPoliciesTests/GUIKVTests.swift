@@ -3,7 +3,7 @@ import StarKVModel
 import StarKVTrace
 @testable import StarKVPolicies
 
-/// GUI-KV hand cases (algorithms.md §3).
+/// GUI-KV hand cases (docs/algorithms.md §3).
 @Suite struct GUIKVTests {
     /// L = 12, previous image [1, 4), current image [5, 8); C = 6, w = 2 → P = 10, K = 4.
     static func twoImageStep() -> StepRecord {

@@ -120,7 +120,7 @@ import StarKVTrace
     }
 
     @Test func snapKVFlopsMatchSpecScenarioA() {
-        // algorithms.md §11 worked numbers: scenario A (L 2,800, w 8, k 5) ≈ 4.6 G.
+        // docs/algorithms.md §11 worked numbers: scenario A (L 2,800, w 8, k 5) ≈ 4.6 G.
         let f = snapKVScoringFLOPs(RecordedModel(ModelPresets.qwen25VL7B), promptLength: 2800, window: 8, kernel: 5)
         #expect(abs(f - 4.63e9) / 4.63e9 < 0.01)
     }

@@ -4,7 +4,7 @@ import StarKVModel
 import StarKVTrace
 @testable import StarKVPolicies
 
-/// STaR-KV as released (algorithms.md §2.3–2.6), module by module.
+/// STaR-KV as released (docs/algorithms.md §2.3–2.6), module by module.
 @Suite struct StarKVTests {
     static func config(_ edit: (inout StarKVPolicy.Config) -> Void = { _ in }) -> StarKVPolicy.Config {
         var c = StarKVPolicy.Config()

@@ -44,7 +44,7 @@ import Testing
         for s in r.runs[0].steps { #expect(s.keptFraction == 1) }
         for (run, b) in [(r.runs[1], 20.0), (r.runs[2], 40.0)] {
             for s in run.steps {
-                // C = ⌊L·b/100⌋ per layer (algorithms.md §1.3).
+                // C = ⌊L·b/100⌋ per layer (docs/algorithms.md §1.3).
                 let expected = (Double(s.promptLength) * b / 100).rounded(.down)
                 #expect(s.keptTokensMean == expected)
             }
@@ -165,7 +165,7 @@ import Testing
     }
 }
 
-/// bf16 weight bytes of the 7B (memory-model.md §1.3).
+/// bf16 weight bytes of the 7B (docs/memory-model.md §1.3).
 enum ModelPresetsWeights {
     static let sevenB = 2 * 8_292_166_656
 }

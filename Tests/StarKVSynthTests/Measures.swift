@@ -59,7 +59,7 @@ enum Measure {
     }
 
     /// Normalised entropy of a non-negative vector (0 = one-hot, 1 = uniform), as STaR-KV's
-    /// AEB computes it (algorithms.md §2.3 step 4).
+    /// AEB computes it (docs/algorithms.md §2.3 step 4).
     static func normalizedEntropy(_ x: [Double]) -> Double {
         let total = x.reduce(0, +)
         var h = 0.0

@@ -20,7 +20,7 @@ import torch
 
 
 def smart_resize(h: int, w: int, factor: int = 28, min_pixels: int = 78400, max_pixels: int = 12845056):
-    """Qwen2.5-VL's smart_resize (memory-model.md §2) with the UI-TARS-1.5 pixel bounds."""
+    """Qwen2.5-VL's smart_resize (docs/memory-model.md §2) with the UI-TARS-1.5 pixel bounds."""
     hb = max(factor, round(h / factor) * factor)
     wb = max(factor, round(w / factor) * factor)
     if hb * wb > max_pixels:

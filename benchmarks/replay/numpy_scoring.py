@@ -2,7 +2,7 @@
 
 This is the comparison point of the replay benchmark (benchmarks/replay/README.md): the same
 selection rules as Sources/StarKVPolicies/Policies/SnapKVPolicy.swift and StarKVPolicy.swift
-(../shared/spec/algorithms.md §1.3-1.4, §2.3-2.5, §4.1-4.2), written the way a researcher would
+(docs/algorithms.md §1.3-1.4, §2.3-2.5, §4.1-4.2), written the way a researcher would
 in NumPy: vectorised over heads and tokens, O(n) top-k through `np.partition`.
 
 It reproduces the Swift reduction order where it decides a selection (fp32 pooling left to
@@ -23,7 +23,7 @@ import math
 import numpy as np
 
 
-# ---- shared primitives (algorithms.md §1.3-1.4) ---------------------------------------------
+# ---- shared primitives (docs/algorithms.md §1.3-1.4) ---------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class BudgetPlan:
@@ -92,7 +92,7 @@ def window_rows(win_sum: np.ndarray, window_sizes: list[int], window: int, past:
     return win_sum[window_sizes.index(window), :, :past].astype(np.float32)
 
 
-# ---- SnapKV (algorithms.md §4.1-4.2; GUI-KV repo SnapKVCluster) ------------------------------
+# ---- SnapKV (docs/algorithms.md §4.1-4.2; GUI-KV repo SnapKVCluster) ------------------------------
 
 def snapkv_layer(win_sum: np.ndarray, window_sizes: list[int], prompt_length: int,
                  budget_percent: float, window: int = 8, kernel: int = 5) -> list[np.ndarray]:
@@ -106,11 +106,11 @@ def snapkv_layer(win_sum: np.ndarray, window_sizes: list[int], prompt_length: in
     return kept_rows(topk_mask(pooled, k), plan)
 
 
-# ---- STaR-KV (algorithms.md §2.3-2.5; kawhiiiileo/STaR-KV STARKVGroupCluster) ------------------
+# ---- STaR-KV (docs/algorithms.md §2.3-2.5; kawhiiiileo/STaR-KV STARKVGroupCluster) ------------------
 
 @dataclasses.dataclass
 class StarKVConfig:
-    """Preset `agentnetbench` (algorithms.md §2.5)."""
+    """Preset `agentnetbench` (docs/algorithms.md §2.5)."""
     window: int = 8
     kernel: int = 5
     alpha: float = 2.0
@@ -131,7 +131,7 @@ class StarKVConfig:
 
 @dataclasses.dataclass
 class StarKVLayerState:
-    """Per-layer carried state (algorithms.md §2.2)."""
+    """Per-layer carried state (docs/algorithms.md §2.2)."""
     temporal_step: int = 0
     profile_step: int = 0
     mi_ema: np.ndarray | None = None

@@ -1,4 +1,4 @@
-"""Per-layer trace fields computed from plain tensors (algorithms.md §1.4, §3, §9, §10.2).
+"""Per-layer trace fields computed from plain tensors (docs/algorithms.md §1.4, §3, §9, §10.2).
 
 `compute_layer_fields` takes one decoder layer's post-RoPE queries [H, L, d] and keys
 [Hkv, L, d], the attention-input hidden states [L, D] (after the layer's input RMSNorm), the
@@ -37,9 +37,9 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     torch = None  # type: ignore[assignment]
 
 DEFAULT_WINDOW_SIZES = (8, 16, 32, 64)
-#: The probability threshold of VL-Cache's sparsity count (algorithms.md §9).
+#: The probability threshold of VL-Cache's sparsity count (docs/algorithms.md §9).
 SPARSITY_THRESHOLD = 0.01
-#: Rank of GUI-KV's current-frame key basis (algorithms.md §3 step 4).
+#: Rank of GUI-KV's current-frame key basis (docs/algorithms.md §3 step 4).
 GUIKV_RANK = 32
 
 
@@ -235,7 +235,7 @@ def compute_layer_fields(queries, keys, hidden_states, image_spans: Sequence[tup
 
 
 def guikv_residuals(keys, image_spans: Sequence[tuple[int, int]], rank: int = GUIKV_RANK) -> np.ndarray:
-    """GUI-KV temporal residuals (algorithms.md §3 step 4), per KV head: for every visual token of
+    """GUI-KV temporal residuals (docs/algorithms.md §3 step 4), per KV head: for every visual token of
     every image but the last, rho = ||k - U U^T k|| where U = the first min(rank, Vc, d) columns of
     the thin QR of the current frame's keys K_c^T (d x Vc), all in fp32. Returns [Hkv, Vprev]."""
     _need_torch()

@@ -1,5 +1,5 @@
 """Live-model recorder: wraps the generate() calls of a Hugging Face Qwen2.5-VL (UI-TARS) or
-Qwen2 (OpenCUA language model) agent and writes one trace step per call (algorithms.md §10).
+Qwen2 (OpenCUA language model) agent and writes one trace step per call (docs/algorithms.md §10).
 
     with Recorder("run.starkv", model, processor, fields="standard") as rec:
         for screenshot, instruction in episode:

@@ -1,4 +1,4 @@
-"""Prompt layout from input_ids: token types, image spans and grids (algorithms.md §1.1, §10.2).
+"""Prompt layout from input_ids: token types, image spans and grids (docs/algorithms.md §1.1, §10.2).
 
 Spans are the `<|image_pad|>` runs between `<|vision_start|>` and `<|vision_end|>` (the last one
 is the current screenshot); each is checked against its `image_grid_thw` row (span length =

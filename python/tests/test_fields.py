@@ -1,4 +1,4 @@
-"""Field computation (algorithms.md §1.4, §3, §9, §10.2) against brute-force full attention."""
+"""Field computation (docs/algorithms.md §1.4, §3, §9, §10.2) against brute-force full attention."""
 import math
 
 import numpy as np

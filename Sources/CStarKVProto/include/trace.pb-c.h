@@ -86,7 +86,7 @@ typedef enum _Starkv__Trace__V1__Codec {
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(STARKV__TRACE__V1__CODEC)
 } Starkv__Trace__V1__Codec;
 /*
- * Which fields a recorder wrote (algorithms.md §10.2). Each level includes the ones below.
+ * Which fields a recorder wrote (docs/algorithms.md §10.2). Each level includes the ones below.
  */
 typedef enum _Starkv__Trace__V1__Fidelity {
   STARKV__TRACE__V1__FIDELITY__FIDELITY_UNSPECIFIED = 0,
@@ -105,7 +105,7 @@ typedef enum _Starkv__Trace__V1__Fidelity {
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(STARKV__TRACE__V1__FIDELITY)
 } Starkv__Trace__V1__Fidelity;
 /*
- * Token classes (algorithms.md §10.2 token_type). Stored one byte per token in
+ * Token classes (docs/algorithms.md §10.2 token_type). Stored one byte per token in
  * StepRecord.token_types.
  */
 typedef enum _Starkv__Trace__V1__TokenType {

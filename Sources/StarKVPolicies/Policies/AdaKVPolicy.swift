@@ -2,7 +2,7 @@ import StarKVModel
 import StarKVTrace
 
 /// AdaKV head-adaptive budget (KVCache-Factory `AdaKVCluster`, adapted from FFY0/AdaKV;
-/// algorithms.md §8): window-mean attention pooled (maxpool k = 7, runner w = 8), per head sorted
+/// docs/algorithms.md §8): window-mean attention pooled (maxpool k = 7, runner w = 8), per head sorted
 /// descending; optional normalization by each head's top-B0 mass share; the global top-(n·B0)
 /// over all heads' sorted scores gives per-head counts n_h; capacity
 /// `round(n_h·(1 − f) + ⌊f·B0⌋)` (f = 0.2, round half to even, fp32) past tokens plus the window.

@@ -2,7 +2,7 @@ import StarKVModel
 import StarKVTrace
 
 /// Full cache: keeps every prompt position in every layer (the references' `original` path,
-/// algorithms.md §1.2). The baseline for quality proxies; zero scoring FLOPs.
+/// docs/algorithms.md §1.2). The baseline for quality proxies; zero scoring FLOPs.
 public struct FullCachePolicy: KVPolicy {
     public static let policyName = "full"
     public static let summary = "keep the whole prompt (no compression)"

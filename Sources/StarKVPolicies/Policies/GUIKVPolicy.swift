@@ -1,7 +1,7 @@
 import StarKVModel
 import StarKVTrace
 
-/// GUI-KV (SalesforceAIResearch/GUI-KV `GUIKVCluster.update_kv`; algorithms.md §3): SnapKV window
+/// GUI-KV (SalesforceAIResearch/GUI-KV `GUIKVCluster.update_kv`; docs/algorithms.md §3): SnapKV window
 /// scores per query head (w = 8, k = 5 avg), plus the hidden-norm spatial boost on the current
 /// screenshot (α = 2, T_s = 3.5, every head), plus QR-residual temporal redundancy on steps with
 /// ≥ 2 images: per KV head, the `⌊(1 − C/L)·V_prev⌋` previous-frame tokens with the smallest
@@ -61,7 +61,7 @@ public struct GUIKVPolicy: KVPolicy {
         return f
     }
 
-    /// Scoring FLOPs of one step (algorithms.md §11): SnapKV + spatial `2·V_c·D + (5+H)·V_c` per
+    /// Scoring FLOPs of one step (docs/algorithms.md §11): SnapKV + spatial `2·V_c·D + (5+H)·V_c` per
     /// layer + on multi-image steps, per head (H as coded, or H_kv deduplicated) and layer,
     /// `2·d²·V_c − ⅔·d³` (QR) `+ 4·r·d·V_p + 3·d·V_p` (project, reconstruct, residual norm).
     public static func scoringFLOPs(

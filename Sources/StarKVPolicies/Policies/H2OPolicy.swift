@@ -1,7 +1,7 @@
 import StarKVModel
 import StarKVTrace
 
-/// H2O, prefill one-shot (KVCache-Factory `H2OKVCluster`; algorithms.md §6.2): column sums of the
+/// H2O, prefill one-shot (KVCache-Factory `H2OKVCluster`; docs/algorithms.md §6.2): column sums of the
 /// causal attention over all L queries (`colsum_all`), no pooling, per query head top-(C − w_eff)
 /// over [0, L − w_eff) plus the window, `w_eff = min(w, C − 2)`. Variant `variant=observed`:
 /// kvpress `ObservedAttentionPress` (§6.3) — sums divided by the number of queries that see the

@@ -1,7 +1,7 @@
 import StarKVModel
 import StarKVTrace
 
-/// PyramidKV (KVCache-Factory `PyramidKVCluster`, identical GUI-KV copy; algorithms.md §5):
+/// PyramidKV (KVCache-Factory `PyramidKVCluster`, identical GUI-KV copy; docs/algorithms.md §5):
 /// SnapKV scores per query head, per-layer past capacities on a linear pyramid with β = 20
 /// (lower layers keep more), `w_eff = min(w, C − 2)`.
 public struct PyramidKVPolicy: KVPolicy {

@@ -1,7 +1,7 @@
 import StarKVModel
 import StarKVTrace
 
-/// SnapKV as the GUI baselines use it (GUI-KV repo `SnapKVCluster`, algorithms.md §4.1–4.2):
+/// SnapKV as the GUI baselines use it (GUI-KV repo `SnapKVCluster`, docs/algorithms.md §4.1–4.2):
 /// per query head, pooled window sums over the past (avg, k = 5), top-(C − w_eff) plus the last
 /// w_eff tokens, with `w_eff = min(w, C − 2)`. Selections are per query head (the UI-TARS path
 /// caches K/V repeated to 28 heads).

@@ -1,7 +1,7 @@
 import StarKVModel
 import StarKVTrace
 
-/// kvpress `SnapKVPress` (NVIDIA/kvpress; algorithms.md §4.3): window-mean attention (w = 64),
+/// kvpress `SnapKVPress` (NVIDIA/kvpress; docs/algorithms.md §4.3): window-mean attention (w = 64),
 /// avg-pooled (k = 5), averaged over the G query heads of each KV head; window positions are
 /// forced in; per KV head the top `n_kept = C` positions including the window. No `C − 2` clamp;
 /// when C < w only the first C window positions fit (ties among the forced scores go to the

@@ -2,7 +2,7 @@ import StarKVModel
 import StarKVTrace
 
 /// STaR-KV exactly as released (kawhiiiileo/STaR-KV @ 9f36ecf3, `STARKVGroupCluster.update_kv`;
-/// algorithms.md §2.3–2.6): avg-pooled window scores, hidden-norm spatial boost on the current
+/// docs/algorithms.md §2.3–2.6): avg-pooled window scores, hidden-norm spatial boost on the current
 /// frame, AEB entropy temperature, group (KV-head) scores, online spatial-MI prior on a 12×12
 /// pseudo-grid with EMA and λ ramp, temporal stability discount with frame age, power
 /// sharpening, and one shared top-K index set per layer. Every module can be switched off.
@@ -42,7 +42,7 @@ public struct StarKVPolicy: KVPolicy {
         PolicyOptionSpec("budget_mode", "fixed", "fixed (released) or entropy (variant: T scales per-layer budget, total unchanged)"),
     ]
 
-    /// All hyperparameters (algorithms.md §2.5).
+    /// All hyperparameters (docs/algorithms.md §2.5).
     public struct Config: Sendable, Equatable, Codable {
         public var window = 8
         public var kernel = 5
@@ -71,7 +71,7 @@ public struct StarKVPolicy: KVPolicy {
 
         public init() {}
 
-        /// Reference-driver defaults (algorithms.md §2.5 table).
+        /// Reference-driver defaults (docs/algorithms.md §2.5 table).
         /// - `agentnetbench` / `androidcontrol`: driver defaults (temporal and AEB forced on,
         ///   N_prof 5, R 10, warmup 0, AEB 0.95/1.05).
         /// - `screenspot-pro`: examples/repro_ssp_kv.sh (same, AEB 0.75/1.25).
@@ -140,7 +140,7 @@ public struct StarKVPolicy: KVPolicy {
         config = c
     }
 
-    /// Per-layer state (algorithms.md §2.2), one per decoder layer.
+    /// Per-layer state (docs/algorithms.md §2.2), one per decoder layer.
     public struct LayerState: Sendable, Equatable, Codable {
         /// τ_ℓ: agent steps seen since reset (counted only while temporal is enabled).
         public var temporalStep = 0
@@ -381,7 +381,7 @@ public struct StarKVPolicy: KVPolicy {
         return LayerScore(scores: scores, temperature: temperature, lambdaEff: lambdaEff, flops: flops)
     }
 
-    /// AEB temperature (algorithms.md §2.3 step 4): normalized entropy of the head-mean scores
+    /// AEB temperature (docs/algorithms.md §2.3 step 4): normalized entropy of the head-mean scores
     /// mapped linearly onto [T_min, T_max].
     static func entropyTemperature(_ mean: [Double], min tMin: Double, max tMax: Double) -> Double {
         var sum = 0.0
@@ -394,7 +394,7 @@ public struct StarKVPolicy: KVPolicy {
         return tMin + (tMax - tMin) * norm
     }
 
-    /// The released MI grid: `gh = max(1, round(√V))`, `gw = ⌈V/gh⌉` (algorithms.md §2.4-2).
+    /// The released MI grid: `gh = max(1, round(√V))`, `gw = ⌈V/gh⌉` (docs/algorithms.md §2.4-2).
     static func pseudoGrid(_ v: Int) -> (Int, Int) {
         let n = max(1, v)
         let gh = max(1, Int(Double(n).squareRoot().rounded(.toNearestOrEven)))
@@ -402,7 +402,7 @@ public struct StarKVPolicy: KVPolicy {
     }
 
     /// Spatial mutual information (nats) between 12×12 location cells and 16 equal-frequency
-    /// attention bins of one group's current-frame scores (algorithms.md §2.4), in fp64. Ranks
+    /// attention bins of one group's current-frame scores (docs/algorithms.md §2.4), in fp64. Ranks
     /// use a stable sort (ties by index).
     static func spatialMutualInformation(_ y: ArraySlice<Double>, gridH: Int, gridW: Int) -> Double {
         let v = y.count
@@ -447,7 +447,7 @@ public struct StarKVPolicy: KVPolicy {
         return max(0, mi)
     }
 
-    /// Group weights from the MI EMA (algorithms.md §2.3 step 7): min-max normalize (0.5 when
+    /// Group weights from the MI EMA (docs/algorithms.md §2.3 step 7): min-max normalize (0.5 when
     /// the range < 1e−12), softmax with temperature τ (≥ 1e−6), renormalize.
     static func groupWeights(_ mi: [Double], tau: Double) -> [Double] {
         guard let lo = mi.min(), let hi = mi.max() else { return [] }

@@ -1,7 +1,7 @@
 import StarKVModel
 import StarKVTrace
 
-/// StreamingLLM at prefill (algorithms.md §7): `sinks` attention-sink tokens plus the most recent
+/// StreamingLLM at prefill (docs/algorithms.md §7): `sinks` attention-sink tokens plus the most recent
 /// `C − sinks` tokens, one shared set per layer. KVCache-Factory's runner form (window = C − 4,
 /// i.e. 4 sinks); equals kvpress `StreamingLLMPress` (n_sink = 4). No attention needed; zero
 /// scoring FLOPs.

@@ -2,7 +2,7 @@ import StarKVModel
 import StarKVTrace
 
 /// VL-Cache as implemented in the GUI-KV repo (`VLCacheCluster` + the eval's budget pass;
-/// algorithms.md §9). Per layer, the sparsity γ_ℓ = 1 − mean_h(count_gt_001[h] / n_valid) of the
+/// docs/algorithms.md §9). Per layer, the sparsity γ_ℓ = 1 − mean_h(count_gt_001[h] / n_valid) of the
 /// post-vision rows gives budget shares β_ℓ = (1 − γ_ℓ)/Σ(1 − γ), clipped to [0.001, 1], and
 /// budgets `⌊C·N_l·β_ℓ⌋`. The scoring window is every post-vision token (from the last image's
 /// `<|vision_end|>` e* on); per query head, the top-(budget_ℓ − (L − e*)) positions of the pooled
@@ -36,7 +36,7 @@ public struct VLCachePolicy: KVPolicy {
 
     public var requiredFields: [String] { [TraceField.colsumPostvis, TraceField.countGt001, TraceField.nValid] }
 
-    /// Per-layer token budgets from per-layer densities `1 − γ_ℓ` (algorithms.md §9).
+    /// Per-layer token budgets from per-layer densities `1 − γ_ℓ` (docs/algorithms.md §9).
     static func layerBudgets(densities: [Double], capacity c: Int) -> [Int] {
         let n = densities.count
         var total = 0.0
