@@ -17,8 +17,9 @@ public enum Pooling: String, Sendable, Codable, CaseIterable {
 public enum WindowClamp: Sendable {
     /// STaR-KV Qwen2.5-VL path: `max(1, min(w, C − 2))`.
     case starKVQwen
-    /// GUI-KV / SnapKV / PyramidKV copies: `min(w, C − 2)`, floored at 1 here (at C ≤ 2 the
-    /// references slice an empty window and crash in top-k).
+    /// GUI-KV / SnapKV / PyramidKV copies: `min(w, C − 2)`, floored at 1 here (the references
+    /// fail at C ≤ 2: at C = 2 the `-0:` slice takes every query row and the mask addition fails,
+    /// at C = 1 `torch.full` gets a negative size; docs/algorithms.md §1.3).
     case reference
     /// No clamp (kvpress): `min(w, L)`.
     case none
