@@ -237,12 +237,30 @@ func snapKVScoringFLOPs(_ m: RecordedModel, promptLength l: Int, window w: Int, 
     return nl * (2 * h * W * L * d + 7 * h * W * L + h * L * K)
 }
 
-/// Pooled past scores of every head: `win_sum` rows truncated to [0, P) then pooled (§1.4).
+/// Pooled past scores of every head: `win_sum` rows truncated to [0, P) then pooled (§1.4). In
+/// bf16-reference numerics the pooled values are rounded to bf16, as `F.avg_pool1d` on a bf16
+/// tensor returns them (fp32 accumulation in kernel order, fp32 division by k, one rounding).
 func pooledWindowScores(
     _ fields: StepFields, layer: Int, window: Int, past: Int, kernel: Int, pooling: Pooling
 ) throws -> [[Float]] {
     let rows = try fields.windowSums(layer: layer, window: window, columns: past)
-    return rows.map { pool($0, kernel: kernel, pooling: pooling) }
+    return rows.map { pool($0, kernel: kernel, pooling: pooling, numerics: fields.numerics) }
+}
+
+/// `pool` followed, in bf16-reference numerics, by the bf16 rounding of the pooled tensor.
+func pool(_ values: [Float], kernel k: Int, pooling: Pooling, numerics: ReplayNumerics) -> [Float] {
+    let pooled = pool(values, kernel: k, pooling: pooling)
+    return numerics == .bf16Reference ? pooled.map(bf16Round) : pooled
+}
+
+/// bf16 rounding of an fp32 value, kept as fp32: round-to-nearest-even on the upper 16 bits,
+/// as c10's `round_to_nearest_even` (c10/util/BFloat16.h) does for every fp32 → bf16 cast. NaN
+/// stays NaN; values beyond the bf16 range round to ±∞.
+@inline(__always) func bf16Round(_ x: Float) -> Float {
+    if x.isNaN { return x }
+    let b = x.bitPattern
+    let rounded = b &+ (0x7FFF &+ ((b >> 16) & 1))
+    return Float(bitPattern: rounded & 0xFFFF_0000)
 }
 
 /// Group (KV-head) means of per-query-head rows, accumulated in fp64 in head order.
