@@ -98,7 +98,10 @@ struct StepFields {
     func exactWindowSums(layer: Int, window: Int, columns: Int) throws -> [[Float]]? {
         let n = min(columns, promptLength)
         var rows: [[Float]]
-        if let k = header.windowSizes.firstIndex(of: window), index[ChunkKey(field: TraceField.winSum, layer: layer)] != nil {
+        // A window of ≥ L rows sums every row, so any recorded window ≥ L stands for it exactly.
+        let stored = header.windowSizes.firstIndex(of: window)
+            ?? (window >= promptLength ? header.windowSizes.firstIndex { $0 >= promptLength } : nil)
+        if let k = stored, index[ChunkKey(field: TraceField.winSum, layer: layer)] != nil {
             let t = try chunk(TraceField.winSum, layer: layer)
             try checkFloat(t, TraceField.winSum, layer)
             try checkShape(t, TraceField.winSum, layer, [header.windowSizes.count, numHeads, promptLength])

@@ -180,6 +180,18 @@ import StarKVTrace
         #expect(throws: PolicyError.self) { try fields.windowSums(layer: 0, window: 4, columns: 4) }
     }
 
+    @Test func aWindowOfAtLeastLRowsIsAnyRecordedWindowOfAtLeastL() throws {
+        // L = 5: windows 6 and 8 both sum all 5 rows, so the recorded window 8 is exact for 6.
+        var header = Fixture.header()
+        header.windowSizes = [8]
+        var s = Fixture.step(length: 5)
+        Fixture.add(&s, TraceField.winSum, layer: 0, Fixture.winSum([[Float]](repeating: [1, 2, 3, 4, 5], count: 4), windows: 1))
+        let notes = PolicyNotes()
+        let fields = try StepFields(policy: "t", input: PolicyStepInput(header: header, step: s, budget: .percent(50), notes: notes))
+        #expect(try fields.windowSums(layer: 0, window: 6, columns: 5)[0] == [1, 2, 3, 4, 5])
+        #expect(notes.all.isEmpty)
+    }
+
     @Test func shortPromptsFallBackToTheNearestRecordedWindowWithANote() throws {
         // L = 12 at 50 %: C = 6, w_eff = min(8, 4) = 4, but only window 8 was recorded.
         var header = Fixture.header()
