@@ -51,11 +51,11 @@ public enum Replay {
         var dumpFile: DumpSink? = nil
         if let path = request.dumpKeptPath { dumpFile = try DumpSink(path: path) }
         let recordedNumerics = reader.header.numerics ?? ""
-        guard let traceNumerics = ReplayNumerics(name: recordedNumerics) else {
+        let traceNumerics = ReplayNumerics(name: recordedNumerics)
+        guard let numerics = request.numerics ?? traceNumerics else {
             throw ReplayError.invalidRequest(
                 "\(request.tracePath): the trace header's numerics '\(recordedNumerics)' is unknown; replay it with --numerics \(ReplayNumerics.allCases.map(\.rawValue).joined(separator: " or "))")
         }
-        let numerics = request.numerics ?? traceNumerics
         var replayer = PolicyReplayer(
             reader: reader, policies: request.policies, budgets: request.budgets, loop: request.loop, threads: request.threads)
         replayer.numerics = numerics
@@ -69,7 +69,7 @@ public enum Replay {
         var notes: [String] = []
         if numerics != .fp32 || traceNumerics != .fp32 {
             notes.append(
-                "Numerics: \(numerics.rawValue)\(request.numerics == nil ? " (from the trace header)" : "")\(numerics != traceNumerics ? "; the trace was recorded with \(traceNumerics.rawValue)" : "") (docs/policies.md \"Numerics\").")
+                "Numerics: \(numerics.rawValue)\(request.numerics == nil ? " (from the trace header)" : "")\(numerics != traceNumerics ? "; the trace was recorded with \(recordedNumerics.isEmpty ? "fp32" : recordedNumerics)" : "") (docs/policies.md \"Numerics\").")
         }
         for pair in pairs {
             for note in pair.notes where !notes.contains(note) { notes.append(note) }
