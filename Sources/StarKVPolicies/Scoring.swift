@@ -224,6 +224,42 @@ func spatialBoost(norms: ArraySlice<Float>, alpha: Double, temperature: Double) 
     return z.map { Float(alpha * $0 / sum) }
 }
 
+/// The spatial boost in the reference's bf16 dtype flow (GUI-KV `GUIKVCluster.update_kv`, STaR-KV
+/// `apply_starkv_spatial_to_attn_cache`; docs/algorithms.md §12): every tensor op computes in fp32
+/// from bf16 inputs and rounds its result to bf16 — the norms' mean, `n − mean`, the Bessel std
+/// (accumulated in fp64 from the bf16 norms) plus 1e−8, the quotient, `/ T_s`, the softmax
+/// (max, `exp(z − max)` and its sum in fp32, one division, one rounding) and `× α`. The caller adds
+/// the result to bf16 scores with one more rounding. With one token the std is NaN in torch; here
+/// 0 (β = α), as the fp32 path.
+func spatialBoostBF16(norms: ArraySlice<Float>, alpha: Double, temperature: Double) -> [Float] {
+    let n = norms.count
+    guard n > 0 else { return [] }
+    let x = norms.map(bf16Round)
+    var sum: Float = 0
+    for v in x { sum += v }
+    let mean = bf16Round(sum / Float(n))
+    var dm = 0.0
+    for v in x { dm += Double(v) }
+    dm /= Double(n)
+    var ss = 0.0
+    for v in x { let d = Double(v) - dm; ss += d * d }
+    let std = n > 1 ? bf16Round(Float((ss / Double(n - 1)).squareRoot())) : 0
+    let den = bf16Round(std + Float(1e-8))
+    let t = Float(temperature == 0 ? 1.0 : temperature)
+    var z = [Float](repeating: 0, count: n)
+    var zmax = -Float.infinity
+    for u in 0..<n {
+        let diff = bf16Round(x[u] - mean)
+        z[u] = bf16Round(bf16Round(diff / den) / t)
+        if z[u] > zmax { zmax = z[u] }
+    }
+    var total: Float = 0
+    var e = [Float](repeating: 0, count: n)
+    for u in 0..<n { e[u] = expf(z[u] - zmax); total += e[u] }
+    let a = Float(alpha)
+    return e.map { bf16Round(bf16Round($0 / total) * a) }
+}
+
 /// Where the current frame's norms start inside `hid_norm` (all images' visual tokens in span order).
 func currentFrameNormOffset(_ step: StepRecord) -> Int {
     step.images.dropLast().reduce(0) { $0 + $1.length }

@@ -80,6 +80,34 @@ def snapkv_mirror(win_sum, windows, L, budget, num_layers, layer, pyramid=False)
     return [r + list(range(past, L)) for r in sel], pooled(attn, past), k
 
 
+def guikv_mirror(win_sum, windows, hid_norm, spans, resid, L, budget, n_kv, alpha=2.0, temperature=3.5):
+    """`GUIKVCluster.update_kv` (GUI-KV repo) after the window sum, on bf16 tensors: pooling, the
+    hidden-norm boost on the current image, the residual zeroing of previous-image tokens (the
+    smallest residuals, ties to the lower position), top-(C - w) per query head."""
+    C = int(L * (budget / 100))
+    w = max(1, min(8, C - 2))
+    past = L - w
+    cache = pooled(torch.from_numpy(win_sum[windows.index(w)]).to(torch.bfloat16), past).unsqueeze(0)
+    s, e = spans[-1]
+    off = sum(b - a for a, b in spans[:-1])
+    scores = torch.from_numpy(hid_norm[off:off + (e - s)]).to(torch.bfloat16)
+    standardized = (scores - scores.mean()) / (scores.std() + 1e-8)
+    normalized = torch.softmax(standardized / temperature, dim=0)
+    cache[:, :, s:e] += normalized.unsqueeze(0).unsqueeze(1) * alpha
+    if len(spans) > 1:
+        prev = torch.cat([torch.arange(a, b) for a, b in spans[:-1]])
+        zero = int((1.0 - float(C / L)) * len(prev))
+        H = cache.shape[1]
+        G = H // n_kv
+        if zero > 0:
+            for g in range(n_kv):
+                order = torch.sort(torch.from_numpy(resid[g]), stable=True).indices[:zero]
+                for h in range(g * G, (g + 1) * G):
+                    cache[0, h, prev[order]] = 0
+    sel = cuda_topk(cache[0], C - w)
+    return [r + list(range(past, L)) for r in sel]
+
+
 def vlcache_budgets(counts, valid, L, budget, n_layers):
     """The reference's budget pass: per-head sparsity as a float32 mean read back as a Python
     float, torch.tensor (float32), layer mean, Z, betas, `(int(L*b/100)*N_l*betas).int()`."""
@@ -147,7 +175,7 @@ def bf16_run(tmp_path_factory):
     dumps = {}
     for numerics in ("bf16-reference", "fp32"):
         dump = tmp / f"kept-{numerics}.jsonl"
-        starkv("replay", str(path), "--policies", "snapkv,pyramidkv,vlcache", "--budgets", ",".join(map(str, BUDGETS)),
+        starkv("replay", str(path), "--policies", "snapkv,pyramidkv,vlcache,guikv", "--budgets", ",".join(map(str, BUDGETS)),
                "--numerics", numerics, "--dump-kept", str(dump), "--out", str(tmp / f"out-{numerics}"), "--quiet")
         recs = {}
         for line in dump.read_text().splitlines():
@@ -190,6 +218,10 @@ def test_bf16_replay_matches_torch_mirrors_bit_for_bit(bf16_run):
                     if policy == "snapkv":
                         srt = torch.sort(scores.float(), dim=-1, descending=True).values
                         ties += int(((srt[:, k - 1] == srt[:, k]) if k < srt.shape[1] else torch.zeros(1, dtype=torch.bool)).sum())
+                spans = [(im.span_start, im.span_end) for im in rec.images]
+                resid = r.tensor(pos, "guikv_resid", layer) if len(spans) > 1 else None
+                expected["guikv"] = guikv_mirror(win_sum, windows, r.tensor(pos, "hid_norm", layer), spans, resid, L, b,
+                                                 r.header.model.num_kv_heads)
                 vl, fell_back = vlcache_mirror(r.tensor(pos, "colsum_postvis", layer), win_sum, windows,
                                                r.tensor(pos, "win_rows", layer), L, e_star, vl_budgets[layer])
                 fallbacks += int(fell_back)
@@ -207,6 +239,6 @@ def test_bf16_replay_matches_torch_mirrors_bit_for_bit(bf16_run):
     print({k: f"{m}/{t}" for k, (m, t) in stats.items()}, "ties at the K-th score:", ties, "vlcache fallbacks:", fallbacks)
     assert ties > 0, "no ties at the K-th score: the comparison would not exercise the tie rule"
     assert fallbacks > 0, "no VL-Cache layer took the budget - 1 fallback"
-    for policy in ("snapkv", "pyramidkv", "vlcache"):
+    for policy in ("snapkv", "pyramidkv", "vlcache", "guikv"):
         m, t = stats[(policy, "bf16-reference")]
         assert t > 0 and m == t, f"{policy}: {m}/{t} kept sets equal the bf16 mirror"
