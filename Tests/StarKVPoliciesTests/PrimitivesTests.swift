@@ -158,6 +158,16 @@ import StarKVTrace
         #expect(pool([1, 1, 1], kernel: 3, pooling: .avg, numerics: .bf16Reference) == [0.66796875, 1, 0.66796875])
     }
 
+    @Test func bf16BoostRoundsEveryTensorOp() {
+        // Norms 3, 4, 5: mean 4, std 1, z = −1, 0, 1; 2·softmax(z) = 0.1801, 0.4895, 1.3305, whose
+        // softmax output rounds to bf16 before the × 2 (torch: 0.1796875, 0.490234375, 1.328125).
+        #expect(spatialBoostBF16(norms: [3, 4, 5], alpha: 2, temperature: 1) == [0.1796875, 0.490234375, 1.328125])
+        // Norms 3, 4, 5, 9 at T_s = 3.5: mean 5.25, std 2.625 (both bf16); torch gives these four.
+        #expect(spatialBoostBF16(norms: [3, 4, 5, 9], alpha: 2, temperature: 3.5) == [0.37890625, 0.421875, 0.470703125, 0.7265625])
+        // fp32 path for comparison: not rounded.
+        #expect(spatialBoost(norms: [3, 4, 5], alpha: 2, temperature: 1) != [0.1796875, 0.490234375, 1.328125])
+    }
+
     @Test func windowSumsAreDerivedFromRawRowsWhenTheWindowWasNotRecorded() throws {
         // win_rows holds the last 3 rows; window 2 = rows 1 and 2 summed; windows recorded: [8].
         let l = 5
