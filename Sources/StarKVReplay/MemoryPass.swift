@@ -57,7 +57,10 @@ enum MemoryPass {
                     rooflineSeconds: r.roofline.visionSeconds + r.roofline.prefillSeconds + r.roofline.decodeSeconds
                         + r.roofline.scoringSeconds,
                     decodeMassRetained: s.decodeMassRetained, cachedWindowMass: s.cachedWindowMass,
-                    imageShareBefore: s.imageShareBefore, imageShareAfter: s.imageShareAfter))
+                    imageShareBefore: s.imageShareBefore, imageShareAfter: s.imageShareAfter,
+                    breakdown: breakdown(t), requestedPeakBytes: Double(r.requestedPeakBytes),
+                    peakPhase: r.peakPhase, peakLocation: r.peakLocation,
+                    peakTensors: r.peakTensors.map(ReplayResults.PeakTensor.init)))
         }
         let quality = pair.steps.compactMap(\.decodeMassRetained)
         let cached = pair.steps.compactMap(\.cachedWindowMass)
@@ -77,5 +80,29 @@ enum MemoryPass {
             keptDigest: pair.keptDigest, steps: steps, summary: summary)
     }
 
+    /// The report's terms from the simulator's categories (docs/report.md §2).
+    static func breakdown(_ t: MemoryTerms) -> ReplayResults.MemoryBreakdown { ReplayResults.MemoryBreakdown(terms: t) }
+
+    /// The memory inputs of a replayed pair (for `MemorySimulator.snapshot`).
+    static func inputs(_ pair: PairReplay) -> [MemoryStepInput] { pair.steps.map(input) }
+
     static func mean(_ xs: [Double]) -> Double { xs.isEmpty ? 0 : xs.reduce(0, +) / Double(xs.count) }
+}
+
+extension ReplayResults.MemoryBreakdown {
+    /// The report's terms from the simulator's categories at a step's peak (docs/report.md §2):
+    /// MLP = SwiGLU intermediates + layer activations; attention workspace = score/softmax/
+    /// repeat_kv copies + the eager mask; other = inputs, compression scratch, decode transients.
+    public init(terms t: MemoryTerms) {
+        self.init(
+            weights: Double(t.weightsBytes), kvNow: Double(t.kvNowBytes), kvPrevious: Double(t.kvPreviousBytes),
+            logits: Double(t.logitsBytes), mlpActivations: Double(t.mlpTransientBytes + t.activationBytes),
+            attentionWorkspace: Double(t.attentionTransientBytes + t.attentionMaskBytes), vit: Double(t.vitTransientBytes),
+            other: Double(t.inputsBytes + t.compressionScratchBytes + t.decodeTransientBytes),
+            reservedUnallocated: Double(t.allocatorSlackBytes))
+    }
+}
+
+extension ReplayResults.PeakTensor {
+    public init(_ t: LiveTensor) { self.init(bytes: Double(t.bytes), category: t.category, allocatedAt: t.allocatedAt) }
 }

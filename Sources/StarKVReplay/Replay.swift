@@ -35,6 +35,13 @@ public struct ReplayRequest: Sendable {
 /// simulation of each pair, then the results with their digest.
 public enum Replay {
     public static func run(_ request: ReplayRequest, progress: ((ReplayProgress) -> Void)? = nil) throws -> ReplayResults {
+        try execute(request, progress: progress).results
+    }
+
+    /// `run`, also returning the replayed pairs and the memory configuration (for snapshots).
+    static func execute(_ request: ReplayRequest, progress: ((ReplayProgress) -> Void)? = nil) throws -> (
+        results: ReplayResults, pairs: [PairReplay], memory: MemorySimulationConfig
+    ) {
         guard !request.policies.isEmpty else { throw ReplayError.invalidRequest("no policies to replay") }
         guard !request.budgets.isEmpty else { throw ReplayError.invalidRequest("no budgets to replay") }
         let reader: TraceReader
@@ -83,13 +90,14 @@ public enum Replay {
         let settings = ReplayResults.Settings(
             policies: request.policies, budgets: request.budgets.map(\.description), loop: request.loop.rawValue,
             simulatedModel: m.model.id, gpu: m.accelerator.id, gpuCapacityBytes: Double(m.accelerator.allocatorCapacityBytes),
+            gpuName: m.accelerator.displayName,
             attention: m.llmAttention.rawValue, visionAttention: m.visionAttention.rawValue, storedKVHeads: m.storedKVHeads,
             logits: m.logits.rawValue, allocator: m.allocator.rawValue, retainPreviousCache: m.retainPreviousCache)
         var results = ReplayResults(
             schemaVersion: ReplayResults.currentSchemaVersion, generator: request.generator, trace: info, settings: settings,
             runs: runs, notes: notes, digest: "")
         results.digest = digest(of: results)
-        return results
+        return (results, pairs, memory)
     }
 
     /// SHA-256 over each run's kept digest and its memory curve (allocated and reserved peak per
