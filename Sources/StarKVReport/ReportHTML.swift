@@ -49,7 +49,8 @@ extension ReportRenderer {
                 compare: compare, capacityGB: capacityGB, capacityLabel: capacityLabel, notes: notes)
             body += "<figure data-chart=\"breakdown\" data-budget=\"\(e(budget))\">\(chart.render())</figure>\n"
         }
-        if let full, !budgets.contains(full.budget) || r.runs.filter({ $0.budget == full.budget }).count > 1 {
+        // The full cache gets its own chart unless it already is the stack of its budget's chart.
+        if let full, !(identicalMemoryGroups(r.runs.filter { $0.budget == full.budget }).first?.contains { $0.policy == full.policy } ?? false) {
             let chart = MemoryCharts.breakdownChart(
                 title: "Memory by term — full cache", xLabel: "agent step", stacked: curve([full], label: "full cache"), compare: [],
                 capacityGB: capacityGB, capacityLabel: capacityLabel, notes: ["Stack: \(full.policy) @ \(full.budget)."])

@@ -219,18 +219,20 @@ public struct SVGChart: Sendable {
             let v = yMin + (yMax - yMin) * Double(i) / 5
             let y = py(v)
             c.svg += "<line x1=\"\(f(left))\" y1=\"\(f(y))\" x2=\"\(f(left + plotW))\" y2=\"\(f(y))\" stroke=\"#e5e5e5\"/>\n"
-            c.text(SVGChart.tickLabel(v), x: left - 6, y: y + 4, size: 11, anchor: "end")
+            c.text(SVGChart.tickLabel(v, step: (yMax - yMin) / 5), x: left - 6, y: y + 4, size: 11, anchor: "end")
         }
         // X ticks, thinned until their labels do not touch.
         var ticks = (xTicks ?? SVGChart.autoTicks(xMin, xMax, integer: integerX)).filter { $0 >= xMin - 1e-9 && $0 <= xMax + 1e-9 }
+        func xStep() -> Double { ticks.count > 1 ? ticks[1] - ticks[0] : max(abs(ticks.first ?? 1), 1e-9) }
         while ticks.count > 2 {
-            let labels = ticks.map { (px($0), SVGChart.textWidth(SVGChart.tickLabel($0), fontSize: 11)) }
+            let labels = ticks.map { (px($0), SVGChart.textWidth(SVGChart.tickLabel($0, step: xStep()), fontSize: 11)) }
             let crowded = zip(labels, labels.dropFirst()).contains { a, b in a.0 + a.1 / 2 + 4 > b.0 - b.1 / 2 }
             if !crowded { break }
             ticks = ticks.enumerated().filter { $0.offset % 2 == 0 }.map(\.element)
         }
+        let step = xTicks == nil ? xStep() : (ticks.count > 1 ? zip(ticks, ticks.dropFirst()).map { $1 - $0 }.min()! : 1)
         for t in ticks {
-            c.text(SVGChart.tickLabel(t), x: px(t), y: top + plotH + 16, size: 11, anchor: "middle")
+            c.text(SVGChart.tickLabel(t, step: step), x: px(t), y: top + plotH + 16, size: 11, anchor: "middle")
         }
         c.svg += "<line x1=\"\(f(left))\" y1=\"\(f(top + plotH))\" x2=\"\(f(left + plotW))\" y2=\"\(f(top + plotH))\" stroke=\"#333\"/>\n"
         c.svg += "<line x1=\"\(f(left))\" y1=\"\(f(top))\" x2=\"\(f(left))\" y2=\"\(f(top + plotH))\" stroke=\"#333\"/>\n"
@@ -358,6 +360,19 @@ public struct SVGChart: Sendable {
             t += step
         }
         return out
+    }
+
+    /// A tick value with as many decimals as the tick spacing needs (0.05 apart → 2 decimals).
+    static func tickLabel(_ v: Double, step: Double) -> String {
+        guard step > 0, step.isFinite else { return tickLabel(v) }
+        var digits = 0
+        var scaled = step
+        while digits < 6 && abs(scaled - scaled.rounded()) > 1e-6 * max(1, abs(scaled)) {
+            digits += 1
+            scaled *= 10
+        }
+        if digits == 0 && v == v.rounded() && abs(v) < 1e15 { return String(Int64(v)) }
+        return UnitFormat.fixed(v, digits)
     }
 
     static func tickLabel(_ v: Double) -> String {
