@@ -102,7 +102,7 @@ public enum MemoryCharts {
         title: String, rowLabels: [String], columnLabels: [String], columnTitle: String, values: [[Double]], fits: [[Bool]],
         capacityGB: Double, capacityLabel: String
     ) -> (svg: String, boxes: [SVGChart.TextBox]) {
-        let left = 190.0, top = 58.0, cellW = 88.0, cellH = 30.0
+        let left = 190.0, top = 64.0, cellW = 88.0, cellH = 30.0
         let width = left + cellW * Double(columnLabels.count) + 24
         let height = top + cellH * Double(rowLabels.count) + 56
         func f(_ v: Double) -> String { UnitFormat.fixed(v, 1) }
@@ -111,7 +111,7 @@ public enum MemoryCharts {
         c.svg += "<title>\(HTML.escape(title))</title>\n<defs><pattern id=\"hatch\" width=\"6\" height=\"6\" patternUnits=\"userSpaceOnUse\" patternTransform=\"rotate(45)\"><line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"6\" stroke=\"#7a1f1f\" stroke-width=\"1.2\" stroke-opacity=\"0.35\"/></pattern></defs>\n"
         c.svg += "<rect x=\"0\" y=\"0\" width=\"\(f(width))\" height=\"\(f(height))\" fill=\"#ffffff\"/>\n"
         c.text(SVGChart.fit(title, 14, width - 12), x: 6, y: 20, size: 14, extra: " font-weight=\"bold\"")
-        c.text(SVGChart.fit(columnTitle, 12, width - left), x: left, y: 40, size: 12)
+        c.text(SVGChart.fit(columnTitle, 12, width - left), x: left, y: 38, size: 12)
         for (j, label) in columnLabels.enumerated() {
             c.text(SVGChart.fit(label, 11, cellW - 4), x: left + cellW * (Double(j) + 0.5), y: top - 6, size: 11, anchor: "middle")
         }
