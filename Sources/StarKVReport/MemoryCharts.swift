@@ -84,7 +84,7 @@ public enum MemoryCharts {
         .scroll{overflow-x:auto;max-width:100%}
         .grid{display:grid;grid-template-columns:1fr;gap:16px}
         @media (min-width:1200px){.grid{grid-template-columns:1fr 1fr}}
-        figure{margin:0;min-width:0}svg.chart{width:100%;height:auto;display:block;max-width:900px}
+        figure{margin:0;min-width:0}svg.chart{width:100%;height:auto;display:block;max-width:900px}svg.heatmap{max-width:760px}
         .notes{background:#fff8e1;border:1px solid #f0d98c;padding:8px 12px;font-size:13px}
         .verdict{background:#eef6ee;border:1px solid #b9dcb9;padding:8px 12px}
         .lede{font-size:14px}.units{font-size:12px;color:#555}footer{margin-top:32px;font-size:12px;color:#666}code{font-size:12px;word-break:break-all}
@@ -103,8 +103,11 @@ public enum MemoryCharts {
         capacityGB: Double, capacityLabel: String
     ) -> (svg: String, boxes: [SVGChart.TextBox]) {
         let left = 190.0, top = 64.0, cellW = 88.0, cellH = 30.0
-        let width = left + cellW * Double(columnLabels.count) + 24
-        let height = top + cellH * Double(rowLabels.count) + 56
+        let width = max(640, left + cellW * Double(columnLabels.count) + 24)
+        let legend = SVGChart.wrap(
+            "Cells: peak allocated GB of the step. ✗ and hatching: the step runs out of memory on \(capacityLabel) (\(UnitFormat.fixed(capacityGB, 1)) GB usable). Thick line: the boundary between steps that fit and steps that do not.",
+            11, width - 12)
+        let height = top + cellH * Double(rowLabels.count) + 24 + 15 * Double(legend.count)
         func f(_ v: Double) -> String { UnitFormat.fixed(v, 1) }
         var c = SVGChart.Canvas()
         c.svg += "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart heatmap\" viewBox=\"0 0 \(f(width)) \(f(height))\" width=\"\(f(width))\" height=\"\(f(height))\" font-family=\"\(SVGChart.fontFamily)\" role=\"img\" aria-label=\"\(HTML.escape(title))\">\n"
@@ -142,8 +145,11 @@ public enum MemoryCharts {
             }
         }
         if !path.isEmpty { c.svg += "<path d=\"\(path)\" stroke=\"#111\" stroke-width=\"3\" fill=\"none\"/>\n" }
-        let legendY = top + cellH * Double(rowLabels.count) + 22
-        c.text(SVGChart.fit("Cells: peak allocated GB. ✗ hatched = runs out of memory on \(capacityLabel); thick line = fits boundary.", 11, width - 12), x: 6, y: legendY, size: 11, extra: " fill=\"#444\"")
+        var legendY = top + cellH * Double(rowLabels.count) + 24
+        for line in legend {
+            c.text(line, x: 6, y: legendY, size: 11, extra: " fill=\"#444\"")
+            legendY += 15
+        }
         c.svg += "</svg>"
         return (c.svg, c.boxes)
     }

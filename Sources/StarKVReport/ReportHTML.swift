@@ -170,7 +170,11 @@ extension ReportRenderer {
             let fitting = runs.filter { $0.summary.firstOOMStep == nil }
             let failing = runs.filter { $0.summary.firstOOMStep != nil }.map(\.budget)
             out += "<tr><td>\(e(p))</td>"
-            if let best = fitting.last {
+            // "Largest" by what is kept (comparable across % and token budgets); ties: later budget.
+            if let best = fitting.enumerated().max(by: { a, b in
+                a.element.summary.meanKeptFraction != b.element.summary.meanKeptFraction
+                    ? a.element.summary.meanKeptFraction < b.element.summary.meanKeptFraction : a.offset < b.offset
+            })?.element {
                 out += "<td class=\"ok\">\(e(best.budget))</td><td class=\"n\">\(UnitFormat.gb(best.summary.peakAllocatedBytes))</td><td class=\"n\">\(UnitFormat.gb(best.summary.peakReservedBytes))</td>"
                 if let full {
                     let d = best.summary.peakAllocatedBytes - full.summary.peakAllocatedBytes

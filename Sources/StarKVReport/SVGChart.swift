@@ -232,7 +232,7 @@ public struct SVGChart: Sendable {
         }
         let step = xTicks == nil ? xStep() : (ticks.count > 1 ? zip(ticks, ticks.dropFirst()).map { $1 - $0 }.min()! : 1)
         for t in ticks {
-            c.text(SVGChart.tickLabel(t, step: step), x: px(t), y: top + plotH + 16, size: 11, anchor: "middle")
+            c.text(SVGChart.tickLabel(t, step: step), x: px(t), y: top + plotH + 19, size: 11, anchor: "middle")
         }
         c.svg += "<line x1=\"\(f(left))\" y1=\"\(f(top + plotH))\" x2=\"\(f(left + plotW))\" y2=\"\(f(top + plotH))\" stroke=\"#333\"/>\n"
         c.svg += "<line x1=\"\(f(left))\" y1=\"\(f(top))\" x2=\"\(f(left))\" y2=\"\(f(top + plotH))\" stroke=\"#333\"/>\n"
@@ -291,8 +291,20 @@ public struct SVGChart: Sendable {
                 || c.text(label, x: px(x) + 4, y: top + 28, size: 11, extra: extra, avoid: true, bounds: plotBounds)
             if !placed { overflowNotes.append("dashed red vertical line: \(label)") }
         }
-        // Markers: rings, labels where they fit (several candidate spots), else a note.
+        // Markers: rings, labels where they fit (several candidate spots), else a note. Markers on
+        // the same spot share one label ("… +2 more here").
+        var merged: [Marker] = []
+        var mergedCount: [Int] = []
         for m in markers {
+            if let i = merged.firstIndex(where: { abs(px($0.x) - px(m.x)) < 1 && abs(py($0.y) - py(m.y)) < 1 && !m.label.isEmpty && !$0.label.isEmpty }) {
+                mergedCount[i] += 1
+            } else {
+                merged.append(m)
+                mergedCount.append(1)
+            }
+        }
+        for (k, var m) in merged.enumerated() {
+            if mergedCount[k] > 1 { m.label += " +\(mergedCount[k] - 1) more here" }
             let mx = px(m.x), my = py(m.y)
             c.svg += "<circle cx=\"\(f(mx))\" cy=\"\(f(my))\" r=\"6\" fill=\"none\" stroke=\"\(m.color)\" stroke-width=\"2.5\"/>\n"
             if m.label.isEmpty { continue }
