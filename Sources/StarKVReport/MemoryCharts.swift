@@ -57,10 +57,14 @@ public enum MemoryCharts {
     /// "Where the peak is": the step, phase and largest live tensors of a run's peak.
     public static func peakTable(
         caption: String, step: String, phase: String, location: String, allocatedBytes: Double, reservedBytes: Double,
-        tensors: [ReplayResults.PeakTensor]
+        tensors: [ReplayResults.PeakTensor], breakdown: ReplayResults.MemoryBreakdown? = nil
     ) -> String {
         let e = HTML.escape
         var out = "<div class=\"peak\"><h3>\(e(caption))</h3><p>Peak at <b>\(e(step))</b>, phase <b>\(e(phase))</b> (\(e(location))): \(UnitFormat.gb(allocatedBytes)) GB allocated, \(UnitFormat.gb(reservedBytes)) GB reserved.</p>\n"
+        if let b = breakdown {
+            let terms = b.terms.filter { $0.bytes > 0 }.sorted { $0.bytes > $1.bytes }
+            out += "<p>By term: " + terms.map { "\(e($0.name)) \(UnitFormat.gb($0.bytes, 2)) GB" }.joined(separator: " · ") + ".</p>\n"
+        }
         guard !tensors.isEmpty else { return out + "<p><i>No tensor list in these results (schema v1).</i></p></div>\n" }
         out += "<table><thead><tr><th>live tensor at the peak</th><th>allocated at</th><th>GB</th></tr></thead><tbody>\n"
         for t in tensors {

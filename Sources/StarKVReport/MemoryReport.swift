@@ -153,7 +153,7 @@ public enum MemoryReport {
             body += MemoryCharts.peakTable(
                 caption: budget == "full" ? "full cache" : "budget \(budget)", step: "\(s.screenshots) screenshot\(s.screenshots == 1 ? "" : "s") (step \(s.step))",
                 phase: s.peakPhase, location: s.peakLocation, allocatedBytes: Double(s.allocatedPeakBytes), reservedBytes: Double(s.reservedPeakBytes),
-                tensors: s.peakTensors.map(ReplayResults.PeakTensor.init))
+                tensors: s.peakTensors.map(ReplayResults.PeakTensor.init), breakdown: ReplayResults.MemoryBreakdown(terms: s.peakTerms))
         }
         body += "</div>\n"
 

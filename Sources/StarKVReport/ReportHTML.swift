@@ -71,7 +71,7 @@ extension ReportRenderer {
             body += MemoryCharts.peakTable(
                 caption: "\(run.policy) @ \(run.budget)", step: "step \(s.step)", phase: s.peakPhase ?? (s.oomPhase ?? "–"),
                 location: s.peakLocation ?? "–", allocatedBytes: s.allocatedPeakBytes, reservedBytes: s.reservedPeakBytes,
-                tensors: s.peakTensors ?? [])
+                tensors: s.peakTensors ?? [], breakdown: breakdown(s))
         }
         body += "</div>\n"
 
@@ -164,7 +164,7 @@ extension ReportRenderer {
             let fits = full.summary.firstOOMStep == nil
             out += "<p class=\"verdict\">Full cache (\(e(full.policy)) @ \(e(full.budget))): peak \(UnitFormat.gb(full.summary.peakAllocatedBytes)) GB allocated, \(UnitFormat.gb(full.summary.peakReservedBytes)) GB reserved — <b>\(fits ? "fits" : "runs out of memory at step \(full.summary.firstOOMStep!)")</b> on \(e(gpuName)).</p>\n"
         }
-        out += "<p>For each policy, the largest budget whose run fits over the whole trajectory, its peaks and the change against the full cache.</p>\n<div class=\"scroll\"><table><thead><tr><th>policy</th><th>largest budget that fits</th><th>peak allocated GB</th><th>peak reserved GB</th><th>vs full cache (allocated)</th><th>budgets that do not fit</th></tr></thead><tbody>\n"
+        out += "<p>For each policy, the largest budget whose run fits over the whole trajectory, its peaks and the change against the full cache.</p>\n<div class=\"scroll\"><table><thead><tr><th>policy</th><th>largest budget that fits</th><th>peak allocated GB</th><th>peak reserved GB</th><th>vs full cache (allocated)</th><th>budgets that do not fit</th><th>smallest budget: peak GB, vs full</th></tr></thead><tbody>\n"
         for p in policies {
             let runs = budgets.compactMap { b in r.runs.first { $0.policy == p && $0.budget == b } }
             let fitting = runs.filter { $0.summary.firstOOMStep == nil }
@@ -177,16 +177,19 @@ extension ReportRenderer {
             })?.element {
                 out += "<td class=\"ok\">\(e(best.budget))</td><td class=\"n\">\(UnitFormat.gb(best.summary.peakAllocatedBytes))</td><td class=\"n\">\(UnitFormat.gb(best.summary.peakReservedBytes))</td>"
                 if let full {
-                    let d = best.summary.peakAllocatedBytes - full.summary.peakAllocatedBytes
-                    let pct = full.summary.peakAllocatedBytes > 0 ? 100 * d / full.summary.peakAllocatedBytes : 0
-                    out += "<td class=\"n\">\(d >= 0 ? "+" : "−")\(UnitFormat.gb(abs(d))) GB (\(pct >= 0 ? "+" : "−")\(UnitFormat.fixed(abs(pct), 1)) %)</td>"
+                    out += "<td class=\"n\">\(change(best.summary.peakAllocatedBytes, full.summary.peakAllocatedBytes))</td>"
                 } else {
                     out += "<td>–</td>"
                 }
             } else {
                 out += "<td class=\"bad\">none</td><td>–</td><td>–</td><td>–</td>"
             }
-            out += "<td>\(failing.isEmpty ? "–" : e(failing.joined(separator: ", ")))</td></tr>\n"
+            out += "<td>\(failing.isEmpty ? "–" : e(failing.joined(separator: ", ")))</td>"
+            if let small = runs.min(by: { $0.summary.meanKeptFraction < $1.summary.meanKeptFraction }), let full {
+                out += "<td class=\"n\">\(e(small.budget)): \(UnitFormat.gb(small.summary.peakAllocatedBytes)) (\(change(small.summary.peakAllocatedBytes, full.summary.peakAllocatedBytes)))</td></tr>\n"
+            } else {
+                out += "<td>–</td></tr>\n"
+            }
         }
         return out + "</tbody></table></div>\n"
     }
@@ -235,6 +238,13 @@ extension ReportRenderer {
     }
 
     // MARK: helpers
+
+    /// "−15.00 GB (−33.3 %)": `bytes` against `reference`.
+    static func change(_ bytes: Double, _ reference: Double) -> String {
+        let d = bytes - reference
+        let pct = reference > 0 ? 100 * d / reference : 0
+        return "\(d >= 0 ? "+" : "−")\(UnitFormat.gb(abs(d))) GB (\(pct >= 0 ? "+" : "−")\(UnitFormat.fixed(abs(pct), 1)) %)"
+    }
 
     /// The full-cache reference: the `full` policy's run, else the first run at 100 %.
     static func fullCacheRun(_ r: ReplayResults) -> ReplayResults.RunResult? {

@@ -115,7 +115,7 @@ import StarKVMemory
         let html = ReportRenderer.html(Self.results())
         #expect(html.contains("Verdict on my 40 GB card"))
         // snapkv: 40 % does not fit, 20 % does: 30 GB vs 45 GB full = −15.00 GB (−33.3 %).
-        #expect(html.contains("<tr><td>snapkv</td><td class=\"ok\">20%</td><td class=\"n\">30.00</td><td class=\"n\">31.00</td><td class=\"n\">−15.00 GB (−33.3 %)</td><td>40%</td></tr>"))
+        #expect(html.contains("<tr><td>snapkv</td><td class=\"ok\">20%</td><td class=\"n\">30.00</td><td class=\"n\">31.00</td><td class=\"n\">−15.00 GB (−33.3 %)</td><td>40%</td><td class=\"n\">512tok: 20.00 (−25.00 GB (−55.6 %))</td></tr>"))
         #expect(html.contains("<tr><td>full</td><td class=\"bad\">none</td>"))
         #expect(html.contains("runs out of memory at step 1"))
     }

@@ -41,7 +41,7 @@ def test_budget_lists_use_the_shared_parser(tmp_path):
     assert peaks["20%"] < peaks["full"]
     bad = run("memory", "--budget", "20,20")
     assert bad.returncode != 0 and "given twice" in bad.stderr
-    neg = run("memory", "--budget", "-5")
+    neg = run("memory", "--budget", "5,-5")
     assert neg.returncode != 0 and "negative" in neg.stderr
 
 
