@@ -245,7 +245,7 @@ public struct PickleWriter: Sendable {
     public func finish() -> [UInt8] { bytes + [0x2E] }
 }
 
-/// A tensor live at a step's memory peak (what memory_viz lists at its peak).
+/// A tensor live at a step's memory peak (what memory_viz lists at its peak; docs/report.md §2, item 3).
 public struct LiveTensor: Sendable, Hashable, Codable {
     /// How many of the largest live tensors a step report keeps.
     public static let reportedCount = 8

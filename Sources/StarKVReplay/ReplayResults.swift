@@ -2,7 +2,7 @@
 /// `starkv report` re-renders. Every number is a pure function of the trace and the flags,
 /// never of the thread count or the wall clock.
 public struct ReplayResults: Sendable, Codable, Equatable {
-    /// Bumped on a change of this schema. v2 (docs/report.md §5) adds each step's memory
+    /// Bumped on a change of this schema. v2 (docs/report.md §4) adds each step's memory
     /// breakdown by term, the phase and largest tensors of its peak, and the GPU's display name;
     /// every v2 field is optional, so a v1 file decodes as is (those fields nil).
     public static let currentSchemaVersion = 2

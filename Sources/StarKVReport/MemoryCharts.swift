@@ -3,7 +3,7 @@ import StarKVReplay
 
 /// Chart and table builders shared by the replay report and `starkv memory --html`: the stacked
 /// memory breakdown, the "where is the peak" table and the page shell. Implements
-/// docs/report.md §2 and §4.
+/// docs/report.md §1, §2 and §5.
 public enum MemoryCharts {
     /// Colours of the breakdown terms, in stacking order (weights first).
     public static let termColors = [

@@ -4,7 +4,7 @@ import StarKVModel
 import StarKVReplay
 
 /// The trajectories of one `starkv memory` run: one per screen size × budget, each over the
-/// same screenshot counts. Implements docs/report.md §6.
+/// same screenshot counts. Implements docs/report.md §5.
 public struct MemoryGrid: Sendable {
     /// One simulated trajectory.
     public struct Entry: Sendable {
@@ -43,7 +43,7 @@ public struct MemoryGrid: Sendable {
     public func entry(screen: String, budget: String) -> Entry? { entries.first { $0.screen == screen && $0.budget == budget } }
 }
 
-/// `starkv memory`'s JSON and HTML outputs.
+/// `starkv memory`'s JSON and HTML outputs (docs/report.md §5).
 public enum MemoryReport {
     /// Version of `starkv memory --json` (v1 was the bare trajectory report, without a version).
     public static let schemaVersion = 2

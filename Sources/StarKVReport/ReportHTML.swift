@@ -91,7 +91,7 @@ extension ReportRenderer {
                 }
             }
             if !peak.markers.isEmpty {
-                peak.legendExtras.append(("#c0392b", "ring: runs out of memory"))
+                peak.legendExtras.append(("#c0392b", "ring: out of memory"))
                 peak.notes.append("A ring below the capacity line is an OOM through fragmentation (reserved but unallocated memory).")
             }
             peak.horizontalLines = [(capacityGB, capacityLabel)]
@@ -200,7 +200,7 @@ extension ReportRenderer {
         let e = HTML.escape
         let scored = r.runs.filter { $0.summary.meanDecodeMassRetained != nil }
         guard !scored.isEmpty else { return "" }
-        var out = "<h2 id=\"quality\">Quality vs peak memory</h2>\n<p>One point per policy × budget: the quality proxy (share of the full-cache decode attention that falls on kept tokens, 0–1) against the run's peak allocated memory. Hollow points run out of memory. The black line is the Pareto front (no other run has both more quality and less memory).</p>\n<div class=\"grid\">\n"
+        var out = "<h2 id=\"quality\">Quality vs peak memory</h2>\n<p>One point per policy × budget: the quality proxy (share of the full-cache decode attention that falls on kept tokens, 0–1) against the run's peak allocated memory. Hollow points run out of memory. The black line is the Pareto front of the runs that fit (no other fitting run has both more quality and less memory).</p>\n<div class=\"grid\">\n"
         var chart = SVGChart(title: "Quality vs peak allocated memory", xLabel: "peak allocated GB", yLabel: "quality (share kept)")
         chart.yRange = (0, 1)
         chart.integerX = false
@@ -211,11 +211,13 @@ extension ReportRenderer {
                 title: "\(run.policy) @ \(run.budget): \(UnitFormat.gb(run.summary.peakAllocatedBytes)) GB, quality \(UnitFormat.fixed(run.summary.meanDecodeMassRetained!, 4))",
                 hollow: run.summary.firstOOMStep != nil))
         }
-        let front = paretoFront(scored)
+        // The front is drawn over the runs that fit (over all runs when none does).
+        let fitting = scored.filter { $0.summary.firstOOMStep == nil }
+        let front = paretoFront(fitting.isEmpty ? scored : fitting)
         chart.lines.append(.init(name: "Pareto front", points: front.map { ($0.summary.peakAllocatedBytes / 1e9, $0.summary.meanDecodeMassRetained!) }, color: "#111111"))
         for p in policies where scored.contains(where: { $0.policy == p }) { chart.legendExtras.append((color[p]!, p)) }
         if capacityGB <= (scored.map { $0.summary.peakAllocatedBytes / 1e9 }.max() ?? 0) * 1.1 {
-            chart.verticalLines = [(capacityGB, "capacity")]
+            chart.verticalLines = [(capacityGB, "GPU capacity")]
         }
         out += "<figure data-chart=\"quality-memory\">\(chart.render())</figure>\n"
         out += "<div><h3>Pareto front</h3><table><thead><tr><th>policy</th><th>budget</th><th>peak GB</th><th>quality</th></tr></thead><tbody>\n"

@@ -105,6 +105,9 @@ public enum ReportRenderer {
 
     /// One process per run; a counter track of memory per step and spans for each step's
     /// phases laid out on a roofline time axis.
+    /// Version of StarKV's `trace.json` (in `otherData`, the trace-event format's metadata).
+    public static let chromeTraceSchemaVersion = 1
+
     public static func chromeTraceJSON(_ r: ReplayResults) throws -> String {
         var t = ChromeTrace()
         for (pid0, run) in r.runs.enumerated() {
@@ -137,9 +140,12 @@ public enum ReportRenderer {
         struct Wrapper: Encodable {
             var traceEvents: [ChromeTrace.Event]
             var displayTimeUnit = "ms"
+            /// The trace-event format's free-form metadata: where StarKV states its version.
+            var otherData: [String: String]
         }
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
-        return String(decoding: try e.encode(Wrapper(traceEvents: t.events)), as: UTF8.self) + "\n"
+        let meta = ["schemaVersion": String(chromeTraceSchemaVersion), "generator": r.generator, "resultsSchemaVersion": String(r.schemaVersion)]
+        return String(decoding: try e.encode(Wrapper(traceEvents: t.events, otherData: meta)), as: UTF8.self) + "\n"
     }
 }

@@ -286,9 +286,10 @@ public struct SVGChart: Sendable {
             c.svg += "<line x1=\"\(f(px(x)))\" y1=\"\(f(top))\" x2=\"\(f(px(x)))\" y2=\"\(f(top + plotH))\" stroke=\"#c0392b\" stroke-dasharray=\"6 4\"/>\n"
             let extra = " fill=\"#c0392b\""
             let placed =
-                c.text(label, x: px(x) - 4, y: top + 12, size: 11, anchor: "end", extra: extra, avoid: true, bounds: plotBounds)
+                c.text(label, x: px(x) + 4, y: top + plotH - 6, size: 11, extra: extra, avoid: true, bounds: plotBounds)
+                || c.text(label, x: px(x) - 4, y: top + plotH - 6, size: 11, anchor: "end", extra: extra, avoid: true, bounds: plotBounds)
+                || c.text(label, x: px(x) - 4, y: top + 12, size: 11, anchor: "end", extra: extra, avoid: true, bounds: plotBounds)
                 || c.text(label, x: px(x) + 4, y: top + 12, size: 11, extra: extra, avoid: true, bounds: plotBounds)
-                || c.text(label, x: px(x) + 4, y: top + 28, size: 11, extra: extra, avoid: true, bounds: plotBounds)
             if !placed { overflowNotes.append("dashed red vertical line: \(label)") }
         }
         // Markers: rings, labels where they fit (several candidate spots), else a note. Markers on
