@@ -15,6 +15,9 @@ public struct ReplayRequest: Sendable {
     /// Writes every kept set as JSON lines when set.
     public var dumpKeptPath: String?
     public var generator: String
+    /// Other GPUs to give a fits / does-not-fit verdict on (the memory pass is repeated for each;
+    /// docs/report.md §2). The simulated GPU itself is skipped.
+    public var verdictGPUs: [Accelerator] = []
 
     public init(
         tracePath: String, policies: [PolicySpec], budgets: [KVBudget], loop: CacheLoop, memory: MemorySimulationConfig,
@@ -97,6 +100,7 @@ public enum Replay {
             schemaVersion: ReplayResults.currentSchemaVersion, generator: request.generator, trace: info, settings: settings,
             runs: runs, notes: notes, digest: "")
         results.digest = digest(of: results)
+        results.gpuVerdicts = try gpuVerdicts(pairs: pairs, memory: memory, gpus: request.verdictGPUs, threads: request.threads)
         return (results, pairs, memory)
     }
 

@@ -18,6 +18,26 @@ public struct ReplayResults: Sendable, Codable, Equatable {
     public var notes: [String]
     /// SHA-256 over every run's kept sets and memory curve (deterministic replay check).
     public var digest: String
+    /// v2: the same runs' memory on other GPUs (not part of the digest).
+    public var gpuVerdicts: [GPUVerdict]? = nil
+
+    /// Every run's peaks and first OOM when simulated on another GPU.
+    public struct GPUVerdict: Sendable, Codable, Equatable {
+        public var gpu: String
+        public var gpuName: String
+        public var gpuCapacityBytes: Double
+        public var runs: [GPURun]
+    }
+
+    /// One run on another GPU.
+    public struct GPURun: Sendable, Codable, Equatable {
+        public var policy: String
+        public var budget: String
+        public var peakAllocatedBytes: Double
+        public var peakReservedBytes: Double
+        public var firstOOMStep: Int?
+        public var firstOOMPhase: String?
+    }
 
     /// What was replayed.
     public struct TraceInfo: Sendable, Codable, Equatable {

@@ -30,6 +30,21 @@ public struct MemoryGrid: Sendable {
     /// The GPU's display name (`--gpu-name`, a preset's name or "custom 48 GB").
     public var gpuName: String
     public var generator: String
+    /// The same trajectories on other GPUs (the verdict per GPU).
+    public var otherGPUs: [OtherGPU] = []
+
+    /// One other GPU's trajectories, in the order of `entries`.
+    public struct OtherGPU: Sendable {
+        public var name: String
+        public var capacityBytes: Int
+        public var entries: [Entry]
+
+        public init(name: String, capacityBytes: Int, entries: [Entry]) {
+            self.name = name
+            self.capacityBytes = capacityBytes
+            self.entries = entries
+        }
+    }
 
     public init(entries: [Entry], screens: [String], budgets: [String], screenshotCounts: [Int], gpuName: String, generator: String) {
         self.entries = entries
@@ -55,6 +70,21 @@ public enum MemoryReport {
         var report: MemoryTrajectoryReport
     }
 
+    struct JSONVerdict: Encodable {
+        var screen: String
+        var budget: String
+        var peakAllocatedBytes: Int
+        var peakReservedBytes: Int
+        /// Screenshot counts of the steps that run out of memory.
+        var outOfMemoryAtScreenshots: [Int]
+    }
+
+    struct JSONOtherGPU: Encodable {
+        var gpuName: String
+        var capacityBytes: Int
+        var trajectories: [JSONVerdict]
+    }
+
     struct JSONRoot: Encodable {
         var schemaVersion: Int
         var kind = "starkv-memory"
@@ -62,6 +92,7 @@ public enum MemoryReport {
         var gpuName: String
         var screenshotCounts: [Int]
         var trajectories: [JSONEntry]
+        var otherGPUs: [JSONOtherGPU]
     }
 
     /// `{"schemaVersion": 2, "kind": "starkv-memory", …, "trajectories": [{screen, budget, report}]}`.
@@ -70,7 +101,14 @@ public enum MemoryReport {
         e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let root = JSONRoot(
             schemaVersion: schemaVersion, generator: g.generator, gpuName: g.gpuName, screenshotCounts: g.screenshotCounts,
-            trajectories: g.entries.map { JSONEntry(screen: $0.screen, visualTokensPerScreenshot: $0.visualTokensPerScreenshot, budget: $0.budget, report: $0.report) })
+            trajectories: g.entries.map { JSONEntry(screen: $0.screen, visualTokensPerScreenshot: $0.visualTokensPerScreenshot, budget: $0.budget, report: $0.report) },
+            otherGPUs: g.otherGPUs.map { o in
+                JSONOtherGPU(gpuName: o.name, capacityBytes: o.capacityBytes, trajectories: o.entries.map { e in
+                    JSONVerdict(
+                        screen: e.screen, budget: e.budget, peakAllocatedBytes: e.report.peakAllocatedBytes, peakReservedBytes: e.report.peakReservedBytes,
+                        outOfMemoryAtScreenshots: e.report.steps.filter(\.outOfMemory).map(\.screenshots))
+                })
+            })
         var data = try e.encode(root)
         data.append(0x0A)
         return data
@@ -112,6 +150,18 @@ public enum MemoryReport {
             }
         }
         body += "</tbody></table></div>\n"
+        if !g.otherGPUs.isEmpty {
+            body += "<h3>Per GPU</h3>\n<p>Most screenshots per step that fit (all steps up to it fit), and the trajectory's peak allocated GB.</p>\n<div class=\"scroll\"><table><thead><tr><th>screen · budget</th><th>\(e(g.gpuName))</th>" + g.otherGPUs.map { "<th>\(e($0.name))</th>" }.joined() + "</tr></thead><tbody>\n"
+            func cell(_ r: MemoryTrajectoryReport) -> String {
+                let n = r.steps.prefix { !$0.outOfMemory }.last?.screenshots
+                return "<td class=\"\(r.firstOOM == nil ? "ok" : "bad")\">\(n.map(String.init) ?? "none") (\(UnitFormat.gb(Double(r.peakAllocatedBytes), 1)) GB)</td>"
+            }
+            for (i, entry) in g.entries.enumerated() {
+                body += "<tr><td>\(e(entry.screen)) · \(e(entry.budget))</td>" + cell(entry.report)
+                    + g.otherGPUs.map { i < $0.entries.count ? cell($0.entries[i].report) : "<td>–</td>" }.joined() + "</tr>\n"
+            }
+            body += "</tbody></table></div>\n"
+        }
 
         // Heat map.
         var rows: [String] = []

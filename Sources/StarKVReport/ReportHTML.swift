@@ -191,7 +191,31 @@ extension ReportRenderer {
                 out += "<td>–</td></tr>\n"
             }
         }
-        return out + "</tbody></table></div>\n"
+        out += "</tbody></table></div>\n"
+        if let others = r.gpuVerdicts, !others.isEmpty {
+            out += "<h3>Per GPU</h3>\n<p>The same kept sets with memory simulated on each GPU: the largest budget that fits over the whole trajectory and its peak allocated GB (“none”: no budget fits).</p>\n<div class=\"scroll\"><table><thead><tr><th>policy</th><th>\(e(gpuName)) (\(UnitFormat.gb(r.settings.gpuCapacityBytes, 1)) GB)</th>"
+            out += others.map { "<th>\(e($0.gpuName)) (\(UnitFormat.gb($0.gpuCapacityBytes, 1)) GB)</th>" }.joined() + "</tr></thead><tbody>\n"
+            let kept = Dictionary(r.runs.map { ("\($0.policy)@\($0.budget)", $0.summary.meanKeptFraction) }, uniquingKeysWith: { a, _ in a })
+            func cell(_ runs: [(key: String, budget: String, peak: Double, fits: Bool)]) -> String {
+                let best = runs.enumerated().filter { $0.element.fits }.max { a, b in
+                    let ka = kept[a.element.key] ?? 0, kb = kept[b.element.key] ?? 0
+                    return ka != kb ? ka < kb : a.offset < b.offset
+                }?.element
+                guard let best else { return "<td class=\"bad\">none</td>" }
+                return "<td class=\"ok\">\(e(best.budget)) (\(UnitFormat.gb(best.peak)) GB)</td>"
+            }
+            for p in policies {
+                let here = budgets.compactMap { b in r.runs.first { $0.policy == p && $0.budget == b } }
+                out += "<tr><td>\(e(p))</td>" + cell(here.map { (key: "\(p)@\($0.budget)", budget: $0.budget, peak: $0.summary.peakAllocatedBytes, fits: $0.summary.firstOOMStep == nil) })
+                for g in others {
+                    let runs = budgets.compactMap { b in g.runs.first { $0.policy == p && $0.budget == b } }
+                    out += cell(runs.map { (key: "\(p)@\($0.budget)", budget: $0.budget, peak: $0.peakAllocatedBytes, fits: $0.firstOOMStep == nil) })
+                }
+                out += "</tr>\n"
+            }
+            out += "</tbody></table></div>\n"
+        }
+        return out
     }
 
     static func qualitySection(

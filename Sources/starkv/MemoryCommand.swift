@@ -55,6 +55,8 @@ struct MemoryCommand: ParsableCommand {
     var json: String?
     @Option(help: "Write a self-contained HTML report (breakdown, heat map, where the peak is) to this file.")
     var html: String?
+    @Option(name: .customLong("verdict-gpus"), help: "Other GPUs for the HTML/JSON verdict (comma list of --gpu names, or 'none').")
+    var verdictGPUs = "h100-80gb,a100-80gb,h200"
     @Option(name: .customLong("memory-snapshot"), help: "Write the allocator history of the last trajectory (last screen, last budget) as a PyTorch memory snapshot pickle (open it at pytorch.org/memory_viz).")
     var memorySnapshot: String?
     @Flag(help: .hidden) var bench = false
@@ -101,6 +103,16 @@ struct MemoryCommand: ParsableCommand {
         let outputs = [json, html, memorySnapshot].compactMap { $0 }
         if Set(outputs).count != outputs.count { throw ValidationError("--json, --html and --memory-snapshot must name different files") }
 
+        var others: [Accelerator] = []
+        if verdictGPUs != "none" {
+            for name in verdictGPUs.split(separator: ",", omittingEmptySubsequences: false) {
+                do {
+                    let a = try Accelerator.named(name.trimmingCharacters(in: .whitespaces))
+                    if a.id != accelerator.id && !others.contains(where: { $0.id == a.id }) { others.append(a) }
+                } catch { throw ValidationError("--verdict-gpus: \(error.description)") }
+            }
+        }
+        var otherEntries = [[MemoryGrid.Entry]](repeating: [], count: others.count)
         var entries: [MemoryGrid.Entry] = []
         var lastSteps: [MemoryStepInput] = []
         for size in sizes {
@@ -122,12 +134,21 @@ struct MemoryCommand: ParsableCommand {
                 print("screen \(size) → \(tokens) visual tokens per screenshot (smart_resize, UI-TARS-1.5 bounds)")
                 print(MemoryTable.render(report), terminator: "")
                 entries.append(MemoryGrid.Entry(screen: "\(size.width)x\(size.height)", visualTokensPerScreenshot: tokens, budget: label, report: report))
+                if html != nil || json != nil {
+                    for (k, other) in others.enumerated() {
+                        var c = config
+                        c.accelerator = other
+                        let r = try MemorySimulator.run(config: c, steps: steps)
+                        otherEntries[k].append(MemoryGrid.Entry(screen: "\(size.width)x\(size.height)", visualTokensPerScreenshot: tokens, budget: label, report: r))
+                    }
+                }
                 lastSteps = steps
             }
         }
-        let grid = MemoryGrid(
+        var grid = MemoryGrid(
             entries: entries, screens: sizes.map { "\($0.width)x\($0.height)" }, budgets: budgets.map { $0?.description ?? "full" },
             screenshotCounts: counts, gpuName: accelerator.displayName, generator: "starkv \(StarKV.version)")
+        grid.otherGPUs = zip(others, otherEntries).map { MemoryGrid.OtherGPU(name: $0.displayName, capacityBytes: $0.allocatorCapacityBytes, entries: $1) }
         if let json {
             try OutputFile.write(try MemoryReport.json(grid), to: json)
             print("wrote \(json)")

@@ -46,6 +46,8 @@ struct ReplayCommand: ParsableCommand {
     var memorySnapshot: String?
     @Option(name: .customLong("snapshot-run"), help: "The run of --memory-snapshot as POLICY@BUDGET (default: the largest peak allocated).")
     var snapshotRun: String?
+    @Option(name: .customLong("verdict-gpus"), help: "Other GPUs for the report's verdict (comma list of --gpu names, or 'none').")
+    var verdictGPUs = "h100-80gb,a100-80gb,h200"
 
     func run() throws {
         let reader = try TraceReader(path: trace)
@@ -59,6 +61,13 @@ struct ReplayCommand: ParsableCommand {
                 throw ValidationError("--gpu-name must be 1 to 80 characters")
             }
             request.memory.accelerator = request.memory.accelerator.renamed(gpuName)
+        }
+        if verdictGPUs != "none" {
+            request.verdictGPUs = try verdictGPUs.split(separator: ",", omittingEmptySubsequences: false).map { name in
+                do { return try Accelerator.named(name.trimmingCharacters(in: .whitespaces)) } catch {
+                    throw ValidationError("--verdict-gpus: \(error.description)")
+                }
+            }
         }
         let bar = ProgressBar(enabled: !quiet && isatty(STDERR_FILENO) != 0)
         let (results, snapshot, snapshotLabel) = try Replay.runWithSnapshot(

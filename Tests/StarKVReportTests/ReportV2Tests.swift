@@ -120,6 +120,22 @@ import StarKVMemory
         #expect(html.contains("runs out of memory at step 1"))
     }
 
+    @Test func verdictPerGPUPicksEachGPUsLargestFittingBudget() {
+        var r = Self.results()
+        // On a bigger card snapkv's 40 % fits too; on a smaller one nothing of snapkv's fits.
+        func gpuRun(_ run: ReplayResults.RunResult, fits: Bool) -> ReplayResults.GPURun {
+            .init(policy: run.policy, budget: run.budget, peakAllocatedBytes: run.summary.peakAllocatedBytes, peakReservedBytes: run.summary.peakReservedBytes,
+                  firstOOMStep: fits ? nil : 0, firstOOMPhase: fits ? nil : "prefill layer 0")
+        }
+        r.gpuVerdicts = [
+            .init(gpu: "big", gpuName: "big card", gpuCapacityBytes: 100e9, runs: r.runs.map { gpuRun($0, fits: true) }),
+            .init(gpu: "small", gpuName: "small card", gpuCapacityBytes: 10e9, runs: r.runs.map { gpuRun($0, fits: $0.policy != "snapkv") }),
+        ]
+        let html = ReportRenderer.html(r)
+        #expect(html.contains("<th>big card (100.0 GB)</th><th>small card (10.0 GB)</th>"))
+        #expect(html.contains("<tr><td>snapkv</td><td class=\"ok\">20% (30.00 GB)</td><td class=\"ok\">40% (38.00 GB)</td><td class=\"bad\">none</td></tr>"))
+    }
+
     @Test func budgetsAreOrderedNumericallyWithTokenBudgetsAfterPercentages() {
         let r = Self.results()
         #expect(ReportRenderer.sortedBudgets(r.runs) == ["20%", "40%", "100%", "512tok"])

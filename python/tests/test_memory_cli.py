@@ -52,6 +52,9 @@ def test_grid_runs_every_screen_and_budget_and_names_custom_gpus(tmp_path):
         ("1280x720", "10%"), ("1280x720", "full"), ("1920x1080", "10%"), ("1920x1080", "full")]
     named = memory_json(tmp_path, "--gpu", "custom:30GB", "--gpu-name", "lab card")
     assert named["gpuName"] == "lab card"
+    # The verdict per GPU: the same trajectories on the default other GPUs.
+    assert [o["gpuName"] for o in d["otherGPUs"]] == ["NVIDIA H100 SXM5 80GB", "NVIDIA A100 SXM4 80GB", "NVIDIA H200 141GB"]
+    assert len(d["otherGPUs"][0]["trajectories"]) == 4
 
 
 def test_outputs_must_differ_and_snapshots_need_the_caching_allocator(tmp_path):

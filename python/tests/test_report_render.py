@@ -153,6 +153,14 @@ def test_demo_report_has_every_chart_and_no_overlapping_label(reports, width, tm
     html = reports["demo"].read_text()
     for section in ("verdict", "breakdown", "peak", "quality", "screenshots"):
         assert f'id="{section}"' in html, section
+    # Every JSON output states its schema; the Perfetto trace keeps the trace-event format.
+    trace = json.loads((reports["demo"].parent / "trace.json").read_text())
+    assert trace["otherData"]["schemaVersion"] == "1" and trace["traceEvents"]
+    demo_results = json.loads(reports["demo_results"].read_text())
+    assert demo_results["schemaVersion"] == 2
+    # The verdict per GPU: the demo runs on the H100; the A100 and H200 are simulated too.
+    assert [g["gpu"] for g in demo_results["gpuVerdicts"]] == ["a100-sxm-80gb", "h200-141gb"]
+    assert "<h3>Per GPU</h3>" in html
     # Budgets appear in numeric order in the breakdown charts.
     order = re.findall(r'data-chart="breakdown" data-budget="([0-9.]+)%"', html)
     assert order == sorted(order, key=float) and len(order) == len(b)
