@@ -98,8 +98,29 @@ public struct MemorySimulator: Sendable {
     var script = ScriptState()
     var tracker = LiveSetTracker()
     var previousPromptTokens = 0
-    /// Live tensors by script id: bytes, category and where they were allocated.
-    var live: [Int: LiveTensor] = [:]
+    /// Live tensors by script id: bytes, category and where they were allocated (compact; the
+    /// words are made only for the few tensors a report lists).
+    var live: [Int: LiveEntry] = [:]
+    struct LiveEntry: Sendable {
+        var bytes: Int
+        var category: MemoryCategory
+        var phase: MemoryPhase
+        var index: Int32
+        var step: Int32
+
+        init(_ e: AllocationEvent, step: Int) {
+            bytes = e.bytes
+            category = e.category
+            phase = e.phase
+            index = e.index
+            self.step = Int32(step)
+        }
+
+        var tensor: LiveTensor {
+            let event = AllocationEvent(kind: .alloc, tensor: 0, bytes: bytes, category: category, phase: phase, index: index)
+            return LiveTensor(bytes: bytes, category: category.label, allocatedAt: MemorySimulator.where(Int(step), event))
+        }
+    }
     /// Program locations of recorded allocator events (only when recording history).
     public private(set) var frames: [AllocatorFrame] = []
     var frameIDs: [FrameKey: Int32] = [:]
@@ -253,7 +274,7 @@ public struct MemorySimulator: Sendable {
             if recording { allocator!.currentFrame = frameID(step: step, e) }
             switch e.kind {
             case .alloc:
-                live[e.tensor] = LiveTensor(bytes: e.bytes, category: e.category.label, allocatedAt: Self.where(step, e))
+                live[e.tensor] = LiveEntry(e, step: step)
                 if allocator != nil {
                     switch allocator!.malloc(e.bytes) {
                     case .allocated(let h):
@@ -270,7 +291,7 @@ public struct MemorySimulator: Sendable {
                 live.removeValue(forKey: e.tensor)
                 if allocator != nil, let h = handles.removeValue(forKey: e.tensor) { allocator!.free(h) }
             case .retag:
-                live[e.tensor]?.category = e.category.label
+                live[e.tensor]?.category = e.category
             }
         }
     }
@@ -305,23 +326,24 @@ public struct MemorySimulator: Sendable {
     }
 
     /// The largest tensors live after `events[0...through]`, starting from `start`.
-    static func largestTensors(start: [Int: LiveTensor], events: [AllocationEvent], through: Int, step: Int) -> [LiveTensor] {
+    static func largestTensors(start: [Int: LiveEntry], events: [AllocationEvent], through: Int, step: Int) -> [LiveTensor] {
         var m = start
         if through >= 0 {
             for e in events[0...through] {
                 switch e.kind {
-                case .alloc: m[e.tensor] = LiveTensor(bytes: e.bytes, category: e.category.label, allocatedAt: Self.where(step, e))
+                case .alloc: m[e.tensor] = LiveEntry(e, step: step)
                 case .free: m.removeValue(forKey: e.tensor)
-                case .retag: m[e.tensor]?.category = e.category.label
+                case .retag: m[e.tensor]?.category = e.category
                 }
             }
         }
-        // Deterministic order: bytes descending, then description.
-        let sorted = m.values.sorted {
-            $0.bytes != $1.bytes ? $0.bytes > $1.bytes
-                : ($0.category, $0.allocatedAt) < ($1.category, $1.allocatedAt)
+        // The largest by bytes; equal sizes in a deterministic order (words, then script id).
+        let n = LiveTensor.reportedCount
+        var top = m.sorted { $0.value.bytes != $1.value.bytes ? $0.value.bytes > $1.value.bytes : $0.key < $1.key }.prefix(4 * n).map { ($0.key, $0.value.tensor) }
+        top.sort { a, b in
+            a.1.bytes != b.1.bytes ? a.1.bytes > b.1.bytes : (a.1.category, a.1.allocatedAt, a.0) < (b.1.category, b.1.allocatedAt, b.0)
         }
-        return Array(sorted.prefix(LiveTensor.reportedCount))
+        return Array(top.prefix(n).map(\.1))
     }
 
     /// Runs the trajectory twice with the allocator history on: once to find the history event
@@ -368,7 +390,22 @@ public struct MemorySimulator: Sendable {
             r.decodeSeconds = max(computeSeconds, bytes / bandwidth)
             r.decodeSecondsPerToken = r.decodeSeconds / Double(passes)
         }
-        r.scoringSeconds = Double(flops.scoringFLOPs) / peak
+        r.scoringSeconds = Self.scoringSeconds(flops.scoringFLOPs, config: config)
+        return r
+    }
+
+    /// Roofline time of the policy's scoring stage: compute-bound at the derated peak.
+    public static func scoringSeconds(_ flops: Int, config: MemorySimulationConfig) -> Double {
+        Double(flops) / (config.accelerator.bf16DenseFLOPsPerSecond * config.rooflineEfficiency.computeFraction)
+    }
+
+    /// `report` as if the step's input had carried `scoringFLOPs`: the scoring FLOPs and the
+    /// scoring time are the only figures of a step that depend on them (memory does not), so
+    /// steps that differ only there are simulated once.
+    public static func replacingScoring(_ report: StepMemoryReport, scoringFLOPs: Int, config: MemorySimulationConfig) -> StepMemoryReport {
+        var r = report
+        r.flops.scoringFLOPs = scoringFLOPs
+        r.roofline.scoringSeconds = scoringSeconds(scoringFLOPs, config: config)
         return r
     }
 }

@@ -7,12 +7,42 @@ import StarKVPolicies
 /// in parallel into fixed slots.
 enum MemoryPass {
     static func simulate(pairs: [PairReplay], config: MemorySimulationConfig, threads: Int) throws -> [ReplayResults.RunResult] {
-        let slots = DeterministicParallel.map(count: pairs.count, workers: threads) { i in
-            Result { () throws(MemorySimulationError) -> ReplayResults.RunResult in try run(pairs[i], config: config) }
+        // Pairs whose memory inputs are equal apart from the scoring FLOPs (e.g. every uniform
+        // policy at one percentage budget) are simulated once; the scoring figures are set per
+        // pair afterwards. The simulator is deterministic, so the results are the same.
+        var unique: [[MemoryStepInput]] = []
+        var slotOf: [[MemoryStepInput]: Int] = [:]
+        var slots: [Int] = []
+        for pair in pairs {
+            let key = pair.steps.map { s -> MemoryStepInput in
+                var i = input(s)
+                i.scoringFLOPs = 0
+                return i
+            }
+            if let k = slotOf[key] {
+                slots.append(k)
+            } else {
+                slotOf[key] = unique.count
+                slots.append(unique.count)
+                unique.append(key)
+            }
         }
-        return try slots.enumerated().map { i, slot in
-            do { return try slot.get() } catch {
-                throw ReplayError.invalidRequest("\(pairs[i].policy.label) @ \(pairs[i].budget): \(error)")
+        let simulated = DeterministicParallel.map(count: unique.count, workers: threads) { i in
+            Result { () throws(MemorySimulationError) -> [StepMemoryReport] in
+                var sim = try MemorySimulator(config: config)
+                var reports: [StepMemoryReport] = []
+                for s in unique[i] { reports.append(try sim.step(s)) }
+                return reports
+            }
+        }
+        return try pairs.enumerated().map { i, pair in
+            do {
+                let reports = try simulated[slots[i]].get().enumerated().map { j, r in
+                    MemorySimulator.replacingScoring(r, scoringFLOPs: input(pair.steps[j]).scoringFLOPs, config: config)
+                }
+                return run(pair, reports: reports, config: config)
+            } catch {
+                throw ReplayError.invalidRequest("\(pair.policy.label) @ \(pair.budget): \(error)")
             }
         }
     }
@@ -27,12 +57,10 @@ enum MemoryPass {
             scoringFLOPs: Int(s.scoringFLOPs.rounded()))
     }
 
-    static func run(_ pair: PairReplay, config: MemorySimulationConfig) throws(MemorySimulationError) -> ReplayResults.RunResult {
-        var sim = try MemorySimulator(config: config)
+    static func run(_ pair: PairReplay, reports: [StepMemoryReport], config: MemorySimulationConfig) -> ReplayResults.RunResult {
         let kvPerToken = Double(config.model.kvBytesPerToken(storedHeads: config.storedKVHeads))
         var steps: [ReplayResults.StepResult] = []
-        for s in pair.steps {
-            let r = try sim.step(input(s))
+        for (s, r) in zip(pair.steps, reports) {
             let t = r.peakTerms
             let f = r.flops
             steps.append(

@@ -63,8 +63,8 @@ struct ReplayCommand: ParsableCommand {
             request.memory.accelerator = request.memory.accelerator.renamed(gpuName)
         }
         if verdictGPUs != "none" {
-            request.verdictGPUs = try verdictGPUs.split(separator: ",", omittingEmptySubsequences: false).map { name in
-                do { return try Accelerator.named(name.trimmingCharacters(in: .whitespaces)) } catch {
+            for name in verdictGPUs.split(separator: ",", omittingEmptySubsequences: false) {
+                do { request.verdictGPUs.append(try Accelerator.named(String(name).trimmingCharacters(in: .whitespaces))) } catch {
                     throw ValidationError("--verdict-gpus: \(error.description)")
                 }
             }
