@@ -80,7 +80,7 @@ let package = Package(
             name: "StarKVReplayTests",
             dependencies: ["StarKVReplay", "StarKVSynth", "StarKVTrace", "StarKVModel"]),
         .testTarget(
-            name: "StarKVReportTests", dependencies: ["StarKVReport", "StarKVReplay", "StarKVMemory"]),
+            name: "StarKVReportTests", dependencies: ["StarKVReport", "StarKVReplay", "StarKVMemory", "StarKVModel"]),
         .testTarget(name: "StarKVCLITests", dependencies: []),
     ]
 )

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import StarKVMemory
+import StarKVModel
 @testable import StarKVReplay
 @testable import StarKVReport
 
@@ -194,5 +195,42 @@ import StarKVMemory
         object["schemaVersion"] = 3
         try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: v1Path))
         #expect(throws: ReplayError.self) { try ReportRenderer.load(v1Path) }
+    }
+}
+
+@Suite struct MemoryReportTests {
+    @Test func heatMapDrawsTheFitsBoundaryBetweenFittingAndFailingCells() {
+        // Row 0: 1 fits, 2 does not; row 1: both fit. Cells are 88 × 30 from (190, 64).
+        let map = MemoryCharts.heatMap(
+            title: "t", rowLabels: ["a", "b"], columnLabels: ["1 shot", "2 shots"], columnTitle: "shots",
+            values: [[10, 90], [10, 20]], fits: [[true, false], [true, true]], capacityGB: 80, capacityLabel: "GPU")
+        // One vertical edge right of cell (0,0), one horizontal edge under cell (0,1).
+        #expect(map.svg.contains("<path d=\"M278.0,64.0V94.0M278.0,94.0H366.0\""))
+        #expect(map.svg.components(separatedBy: "url(#hatch)").count - 1 == 1)
+        #expect(map.svg.contains(">90.0 ✗</text>"))
+        for (i, a) in map.boxes.enumerated() {
+            for b in map.boxes[(i + 1)...] { #expect(!a.intersects(b), "'\(a.text)' overlaps '\(b.text)'") }
+        }
+    }
+
+    @Test func memoryJSONCarriesItsSchemaAndHTMLItsSections() throws {
+        let config = MemorySimulationConfig(model: ModelPresets.qwen25VL7B, accelerator: .custom(torchVisibleBytes: 30_000_000_000))
+        let tokens = try SyntheticWorkload.visualTokens(width: 1920, height: 1080)
+        func entry(_ budget: Double?) throws -> MemoryGrid.Entry {
+            let steps = SyntheticWorkload(visualTokensPerScreenshot: tokens, screenshotCounts: [1, 2, 3], budgetPercent: budget).steps(numLayers: 28)
+            return MemoryGrid.Entry(
+                screen: "1920x1080", visualTokensPerScreenshot: tokens, budget: budget.map { "\(Int($0))%" } ?? "full",
+                report: try MemorySimulator.run(config: config, steps: steps))
+        }
+        let grid = MemoryGrid(
+            entries: [try entry(20), try entry(nil)], screens: ["1920x1080"], budgets: ["20%", "full"], screenshotCounts: [1, 2, 3],
+            gpuName: config.accelerator.displayName, generator: "test")
+        let json = try JSONSerialization.jsonObject(with: MemoryReport.json(grid)) as! [String: Any]
+        #expect(json["schemaVersion"] as? Int == 2 && json["gpuName"] as? String == "custom 30 GB")
+        #expect((json["trajectories"] as! [[String: Any]]).map { $0["budget"] as! String } == ["20%", "full"])
+        let html = MemoryReport.html(grid)
+        for id in ["verdict", "grid", "breakdown", "peak", "tables"] { #expect(html.contains("id=\"\(id)\"")) }
+        #expect(html.contains("1920x1080 · 20%") && html.contains("data-budget=\"full\""))
+        #expect(!html.contains("<script"))
     }
 }
