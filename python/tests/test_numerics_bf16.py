@@ -248,6 +248,7 @@ class StarkvMirror:
         self.n_kv = n_kv
         self.layers = [dict() for _ in range(n_layers)]
         self.active_steps = 0     # (step, layer) cells with λ_eff > 0
+        self.mi_tied_values = 0   # values that tie with another in the MI ranks (the stable rule decides)
 
     def reset(self):
         for st in self.layers:
@@ -304,7 +305,9 @@ class StarkvMirror:
             if float(p.sum()) <= 1e-12:
                 mi.append(0.0)
                 continue
-            mi.append(mi_reference_stable((p / p.sum()).numpy(), ve - vs))
+            pn = (p / p.sum()).numpy()
+            self.mi_tied_values += pn.size - np.unique(pn).size
+            mi.append(mi_reference_stable(pn, ve - vs))
         mi = bf(torch.tensor(mi, dtype=torch.float64).float())
         if "mi" in st:
             mi = bf(bf(f32(self.decay) * st["mi"]) + bf(f32(1.0 - self.decay) * mi))
@@ -549,7 +552,10 @@ def test_bf16_replay_matches_torch_mirrors_for_starkv_adakv_kvpress_h2o(bf16_run
                             s[1] += 1
     active = {k: m.active_steps for k, m in mirrors.items()}
     print({k: f"{m}/{t}" for k, (m, t) in sorted(stats.items())}, "MI-active (step, layer) cells:", active)
+    ties = sum(m.mi_tied_values for m in mirrors.values())
+    print("tied values in the MI ranks:", ties)
     assert all(v > 0 for v in active.values()), "the MI prior never became active (λ_eff > 0)"
+    assert ties > 0, "no ties in the MI ranks: the comparison would not exercise the stable tie rule"
     assert multi_image_steps >= 2, "the temporal discount needs steps with two or more screenshots"
     for policy in ("starkv(preset=screenspot-pro)", "starkv(preset=agentnetbench)", "adakv", "snapkv-kvpress",
                    "h2o", "streamingllm", "full"):
