@@ -5,8 +5,8 @@ import StarKVTrace
 /// avg-pooled (k = 5), averaged over the G query heads of each KV head; the window positions get
 /// the layer's maximum score (`F.pad(…, value=scores.max())`); per KV head the top `n_kept = C`
 /// positions of all L, ties to the lower position (so past positions that tie with the maximum
-/// come before the window). No `C − 2` clamp; when C < w only C of the tied positions fit and
-/// `windowTokens` is reported as 0.
+/// come before the window). No `C − 2` clamp; when C ≤ w (or past ties with the maximum crowd
+/// it out) not all of the window fits, and `windowTokens` is reported as 0.
 public struct SnapKVPressPolicy: KVPolicy {
     public static let policyName = "snapkv-kvpress"
     public static let summary = "SnapKV per KV head (kvpress SnapKVPress: w=64, k=5, group-mean scores)"
@@ -65,7 +65,12 @@ public struct SnapKVPressPolicy: KVPolicy {
                 let pooled = sums.map { row in pool(row.map { $0 / inv }, kernel: kernel, pooling: .avg) }
                 rows = select(groupMeans(pooled, kvHeads: fields.numKVHeads))
             }
-            layers.append(LayerSelection(layer: layer, granularity: .kvHead, keptIndices: rows, capacityTokens: c, windowTokens: c >= plan.window ? plan.window : 0, compressed: true))
+            // The window counts as kept (`windowTokens` = w) only if every row holds all of it:
+            // at C ≤ w, or when past positions tie with the maximum, the reference's topk can
+            // drop its last positions.
+            let window = (past..<l).map { Int32($0) }
+            let windowKept = rows.allSatisfy { $0.count >= window.count && Array($0.suffix(window.count)) == window }
+            layers.append(LayerSelection(layer: layer, granularity: .kvHead, keptIndices: rows, capacityTokens: c, windowTokens: windowKept ? plan.window : 0, compressed: true))
         }
         let m = input.header.model
         let flops = snapKVScoringFLOPs(m, promptLength: l, window: plan.window, kernel: kernel) + Double(m.numLayers * m.numQueryHeads * l)
