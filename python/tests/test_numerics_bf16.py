@@ -23,7 +23,7 @@ from starkv_recorder.fields import compute_layer_fields, reference_window_sums
 BUDGETS = (5, 10, 20, 40)   # 5 % puts VL-Cache layers on the fallback path
 STEP_IMAGES = (1, 2, 3, 2, 3, 3, 3)
 REPLAY_POLICIES = ("snapkv", "pyramidkv", "vlcache", "guikv", "starkv(preset=screenspot-pro)",
-                   "starkv(preset=agentnetbench)", "adakv", "snapkv-kvpress", "h2o", "streamingllm", "full")
+                   "starkv(preset=agentnetbench)", "adakv", "adakv(normalize=on)", "snapkv-kvpress", "h2o", "streamingllm", "full")
 
 
 def is_bf16(a: np.ndarray) -> bool:
@@ -348,7 +348,7 @@ class StarkvMirror:
 
 # ---- AdaKV, kvpress SnapKV, H2O, StreamingLLM, full ---------------------------------------------
 
-def adakv_mirror(win_sum, windows, L, budget, n_kv, floor=0.2):
+def adakv_mirror(win_sum, windows, L, budget, n_kv, floor=0.2, normalize=False):
     """KVCache-Factory `AdaKVCluster` (w = 8, max pooling k = 7) with GQA group-mean scores:
     bf16 window mean (= bf16 sum · 1/8 exactly), max pooling, CUDA group means, per-head sort,
     global top-(H_kv·B0) (ties to the lower flattened position), capacities
@@ -362,7 +362,11 @@ def adakv_mirror(win_sum, windows, L, budget, n_kv, floor=0.2):
     pooled = F.max_pool1d(mean.to(torch.bfloat16).unsqueeze(0), kernel_size=7, padding=3, stride=1)[0].float()
     G = pooled.shape[0] // n_kv
     scores = torch.stack([cuda_mean_rows(pooled[g * G:(g + 1) * G]) for g in range(n_kv)])
-    flat = torch.sort(scores, dim=-1, descending=True).values.reshape(-1)
+    srt = torch.sort(scores, dim=-1, descending=True).values
+    if normalize:   # ratio = top-B0 sum / total sum (bf16 sums, bf16 quotient), bf16 product
+        ratio = torch.stack([bf(long_sum(r[:b0]) / long_sum(r)) for r in srt]).unsqueeze(1)
+        srt = bf(srt * ratio)
+    flat = srt.reshape(-1)
     chosen = torch.sort(flat, descending=True, stable=True).indices[:n_kv * b0] // past
     counts = torch.bincount(chosen, minlength=n_kv)
     caps = torch.round(counts * (1 - floor) + int(b0 * floor)).int().tolist()
@@ -532,9 +536,10 @@ def test_bf16_replay_matches_torch_mirrors_for_starkv_adakv_kvpress_h2o(bf16_run
                 for p in presets:
                     expected[f"starkv(preset={p})"] = [mirrors[(p, b)].layer(
                         layer, win_sum, windows, r.tensor(pos, "hid_norm", layer), images, L, b)]
-                ada = adakv_mirror(win_sum, windows, L, b, n_kv)
-                if ada is not None:
-                    expected["adakv"] = ada
+                for label, norm in (("adakv", False), ("adakv(normalize=on)", True)):
+                    ada = adakv_mirror(win_sum, windows, L, b, n_kv, normalize=norm)
+                    if ada is not None:
+                        expected[label] = ada
                 kvp = kvpress_snapkv_mirror(win_sum, windows, L, b, n_kv)
                 if kvp is not None:
                     expected["snapkv-kvpress"] = kvp
@@ -557,7 +562,7 @@ def test_bf16_replay_matches_torch_mirrors_for_starkv_adakv_kvpress_h2o(bf16_run
     assert all(v > 0 for v in active.values()), "the MI prior never became active (λ_eff > 0)"
     assert ties > 0, "no ties in the MI ranks: the comparison would not exercise the stable tie rule"
     assert multi_image_steps >= 2, "the temporal discount needs steps with two or more screenshots"
-    for policy in ("starkv(preset=screenspot-pro)", "starkv(preset=agentnetbench)", "adakv", "snapkv-kvpress",
+    for policy in ("starkv(preset=screenspot-pro)", "starkv(preset=agentnetbench)", "adakv", "adakv(normalize=on)", "snapkv-kvpress",
                    "h2o", "streamingllm", "full"):
         m, t = stats[(policy, "bf16-reference")]
         assert t > 0 and m == t, f"{policy}: {m}/{t} kept sets equal the bf16 mirror"

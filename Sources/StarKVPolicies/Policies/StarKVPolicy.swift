@@ -11,6 +11,10 @@ import StarKVTrace
 /// rows × cols instead of the √V pseudo-grid, §2.6-5) and `budget_mode=entropy` (the AEB
 /// temperature scales each layer's past budget, total kept tokens unchanged — the released
 /// power transform cannot change a fixed top-K, §2.6-1).
+///
+/// Numerics: fp32 scores and fp64 statistics by default; in bf16-reference numerics every step
+/// after the window sum runs in the reference's bf16 dtype flow as a CUDA run computes it
+/// (`scoreLayerBF16`; docs/algorithms.md §12, §12.1).
 public struct StarKVPolicy: KVPolicy {
     public static let policyName = "starkv"
     public static let summary = "STaR-KV as released (spatial boost, MI prior, temporal discount, AEB; shared set per layer)"
