@@ -569,3 +569,38 @@ def test_bf16_replay_matches_torch_mirrors_for_starkv_adakv_kvpress_h2o(bf16_run
     # The bf16 flow matters: in fp32 numerics STaR-KV's kept sets differ from the mirror somewhere.
     m, t = stats[("starkv(preset=screenspot-pro)", "fp32")]
     assert m < t
+
+
+def test_mirror_ops_equal_the_reference_expressions_run_in_bf16():
+    """The mirror writes each STaR-KV bf16 op out in its CUDA form; on random bf16 inputs the
+    reference's own expressions (starkv_aeb.py, starkv_mi.py, starkv_temporal.py), run on bf16
+    tensors, give the same values — so the mirror restates the reference, not a variant of it."""
+    g = torch.Generator().manual_seed(0)
+    m = StarkvMirror("screenspot-pro", 1, 4)
+    for _ in range(50):
+        P = 300
+        base = (torch.rand(P, generator=g) ** 6 * 0.05).to(torch.bfloat16)
+        # compute_entropy_temperature
+        score = base.unsqueeze(0)
+        p = score / score.sum(-1, keepdim=True).clamp_min(1e-8)
+        ent = -(p * torch.log(p + 1e-8)).sum(-1)
+        t = 0.75 + (1.25 - 0.75) * (ent / (math.log(P) + 1e-8))
+        assert t.mean().item() == m.temperature(base.float())
+        # mi_to_group_weights
+        mi = (torch.rand(4, generator=g) * 0.5).to(torch.bfloat16)
+        s = (mi - mi.min()) / (mi.max() - mi.min())
+        w = torch.softmax(s / 1.0, dim=0)
+        assert torch.equal((w / w.sum().clamp_min(1e-8)).float(), m.weights(mi.float()))
+        # F.cosine_similarity of the pattern and its EMA
+        a = torch.rand(4, 50, generator=g).to(torch.bfloat16)
+        a = a / a.sum(-1, keepdim=True).clamp_min(1e-8)
+        b = torch.rand(4, 50, generator=g).to(torch.bfloat16)
+        b = b / b.sum(-1, keepdim=True)
+        cos = F.cosine_similarity(a, b, dim=-1, eps=1e-8).clamp(0.0, 1.0)
+        n1 = torch.stack([bf(r.double().square().sum().sqrt().float()) for r in a.float()]).unsqueeze(1)
+        n2 = torch.stack([bf(r.double().square().sum().sqrt().float()) for r in b.float()]).unsqueeze(1)
+        mine = torch.stack([long_sum(r) for r in bf(bf(a.float() / n1) * bf(b.float() / n2))]).clamp(0.0, 1.0)
+        assert torch.equal(cos.float(), mine)
+        # ac.mean(dim=0) over heads
+        x = (torch.rand(4, 100, generator=g) * 0.05).to(torch.bfloat16)
+        assert torch.equal(x.mean(dim=0).float(), cuda_mean_rows(x.float()))
