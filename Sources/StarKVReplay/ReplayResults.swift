@@ -14,6 +14,8 @@ public struct ReplayResults: Sendable, Codable, Equatable {
     public var notes: [String]
     /// SHA-256 over every run's kept sets and memory curve (deterministic replay check).
     public var digest: String
+    /// Trace path and SHA-256, sweep unit (docs/sweeps.md); absent in files written before it.
+    public var provenance: Provenance? = nil
 
     /// What was replayed.
     public struct TraceInfo: Sendable, Codable, Equatable {
