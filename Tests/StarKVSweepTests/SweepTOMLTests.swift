@@ -26,7 +26,7 @@ import Testing
         #expect(doc.value("e")?.value == .bool(true))
         #expect(doc.value("f")?.value == .array([.integer(1), .string("two"), .float(3), .bool(false)]))
         #expect(doc.value("g")?.value == .array([.string("multi"), .string("line")]))
-        #expect(doc.value("g")?.line == 9)
+        #expect(doc.value("g")?.line == 8)
     }
 
     @Test(arguments: [
