@@ -59,7 +59,7 @@ let package = Package(
             name: "StarKVReport", dependencies: ["StarKVReplay", "StarKVMemory"],
             swiftSettings: strictSettings),
         .target(
-            name: "StarKVSweep", dependencies: ["StarKVModel", "StarKVPolicies", "StarKVReplay", "StarKVReport"],
+            name: "StarKVSweep", dependencies: ["StarKVModel", "StarKVTrace", "StarKVPolicies", "StarKVReplay", "StarKVReport"],
             swiftSettings: strictSettings),
         .executableTarget(
             name: "starkv",

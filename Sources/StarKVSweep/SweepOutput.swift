@@ -1,6 +1,7 @@
 import Foundation
 import StarKVReplay
 import StarKVReport
+import StarKVTrace
 
 /// The manifest written next to each unit's report (`units/<id>/unit.json`).
 public struct SweepUnitManifest: Sendable, Codable, Equatable {
@@ -240,19 +241,10 @@ public enum SweepOutput {
     }
 }
 
-/// Writes a file through a temporary name in the same directory and a rename.
+/// Writes a sweep output through `OutputFile` (temporary name + rename).
 enum AtomicFile {
     static func write(_ text: String, to path: String) throws {
-        let dir = (path as NSString).deletingLastPathComponent
-        let temp = (dir.isEmpty ? "." : dir) + "/.\((path as NSString).lastPathComponent).tmp-\(getpid())-\(UUID().uuidString.prefix(8))"
-        guard FileManager.default.createFile(atPath: temp, contents: Data(text.utf8)) else {
-            throw SweepError.io("cannot write \(temp)")
-        }
-        if rename(temp, path) != 0 {
-            let err = String(cString: strerror(errno))
-            try? FileManager.default.removeItem(atPath: temp)
-            throw SweepError.io("cannot rename \(temp) to \(path): \(err)")
-        }
+        do { try OutputFile.write(Data(text.utf8), to: path) } catch { throw SweepError.io("\(error)") }
     }
 }
 

@@ -123,17 +123,9 @@ public struct SweepSpec: Sendable, Equatable {
             throw TOMLError(line: doc.value("policies")!.line, message: "'all' already names every policy; list it alone")
         }
         let rawBudgets = try strings("budgets", required: true, numbersToo: true)!
-        var budgets: [String] = []
-        for b in rawBudgets {
-            guard let budget = KVBudget(parsing: b), budget.isValidForSweep else {
-                throw TOMLError(
-                    line: doc.value("budgets")!.line,
-                    message: "budget '\(b)' is not a percentage in (0, 100] (20, 12.5%) or a positive token count (512tok)")
-            }
-            budgets.append(budget.description)
-        }
-        if let dup = firstDuplicate(budgets) {
-            throw TOMLError(line: doc.value("budgets")!.line, message: "'budgets' lists \(dup) twice")
+        let budgets: [String]
+        do { budgets = try KVBudget.parseList(rawBudgets.joined(separator: ",")).map(\.description) } catch {
+            throw TOMLError(line: doc.value("budgets")!.line, message: "'budgets': \(error)")
         }
         let models: [String?] = try strings("models", required: false) ?? [nil]
         let gpus = try strings("gpus", required: false) ?? ["h100-80gb"]
@@ -369,12 +361,3 @@ public enum SweepJSON {
     }
 }
 
-extension KVBudget {
-    /// A percentage in (0, 100] or at least one token.
-    var isValidForSweep: Bool {
-        switch self {
-        case .percent(let p): return p.isFinite && p > 0 && p <= 100
-        case .tokens(let n): return n >= 1
-        }
-    }
-}

@@ -29,15 +29,15 @@ private func spec(_ body: String) throws -> SweepSpec { try SweepSpec.parse("sta
     @Test func budgetsAreNormalisedSoTwentyAndTwentyPercentAreOneBudget() throws {
         let s = try spec("traces = [\"a\"]\npolicies = [\"full\"]\nbudgets = [10, \"12.5%\", \"512tok\"]\n")
         #expect(s.budgets == ["10%", "12.5%", "512tok"])
-        #expect(throws: TOMLError(line: 4, message: "'budgets' lists 20% twice")) {
+        #expect(throws: TOMLError(line: 4, message: "'budgets': budget '20%': given twice (20%)")) {
             _ = try spec("traces = [\"a\"]\npolicies = [\"full\"]\nbudgets = [20, \"20%\"]\n")
         }
     }
 
     @Test(arguments: [
-        ("traces = [\"a\"]\npolicies = [\"full\"]\nbudgets = [0]\n", 4, "is not a percentage"),
-        ("traces = [\"a\"]\npolicies = [\"full\"]\nbudgets = [150]\n", 4, "is not a percentage"),
-        ("traces = [\"a\"]\npolicies = [\"full\"]\nbudgets = [\"-3tok\"]\n", 4, "is not a percentage"),
+        ("traces = [\"a\"]\npolicies = [\"full\"]\nbudgets = [0]\n", 4, "must be in (0, 100]"),
+        ("traces = [\"a\"]\npolicies = [\"full\"]\nbudgets = [150]\n", 4, "must be in (0, 100]"),
+        ("traces = [\"a\"]\npolicies = [\"full\"]\nbudgets = [\"-3tok\"]\n", 4, "negative budgets"),
         ("traces = [\"a\"]\npolicies = [\"full\"]\nbudgets = []\n", 4, "is empty"),
         ("traces = [\"a\"]\npolicies = [\"all\", \"snapkv\"]\nbudgets = [20]\n", 3, "list it alone"),
         ("traces = [\"a\"]\npolicies = [\"full\"]\nbudgets = [20]\ngpu = \"a100-80gb\"\n", 5, "unknown key 'gpu'"),
