@@ -164,7 +164,6 @@ _INT_COLUMNS = ("kv_heads", "step", "prompt_length", "images", "steps")
 _NULLABLE_INT_COLUMNS = ("budget_tokens", "first_oom_step")
 _FLOAT_COLUMNS = ("budget_percent", "decode_mass_retained", "cached_window_mass", "mean_decode_mass_retained",
                   "mean_cached_window_mass")
-_CATEGORY_COLUMNS = ("model", "gpu", "attention", "vision_attention", "loop", "policy", "policy_name", "budget")
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
