@@ -200,6 +200,8 @@ def load_results(path: str | os.PathLike[str]) -> Frames:
                 p = os.path.join(p, name)
                 break
         else:
+            if os.path.isfile(os.path.join(p, "plan.json")) and os.path.isdir(os.path.join(p, "units")):
+                return _load_shard(p)
             raise ResultsError(f"{path}: no sweep.json or results.json (is this a StarKV replay or merged sweep folder?)")
     try:
         with open(p, "rb") as fh:
@@ -227,3 +229,22 @@ def load_results(path: str | os.PathLike[str]) -> Frames:
     steps = _frame(step_rows, _columns(step_rows, PROVENANCE_COLUMNS))
     runs = _frame(run_rows, _columns(run_rows, PROVENANCE_COLUMNS))
     return Frames(steps=steps, runs=runs, digest=digest, source=p)
+
+
+def _load_shard(folder: str) -> Frames:
+    """A shard folder (`starkv sweep run --shard`, not merged): the units it holds, in plan order."""
+    try:
+        with open(os.path.join(folder, "plan.json"), "rb") as fh:
+            plan = json.load(fh)
+        units = []
+        for u in plan["units"]:
+            path = os.path.join(folder, "units", u["id"], "results.json")
+            if os.path.isfile(path):
+                with open(path, "rb") as fh:
+                    units.append((u["id"], json.load(fh)))
+        step_rows, run_rows = _rows(units)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ResultsError(f"{folder}: not a readable sweep shard folder: {e}") from None
+    steps = _frame(step_rows, _columns(step_rows, PROVENANCE_COLUMNS))
+    runs = _frame(run_rows, _columns(run_rows, PROVENANCE_COLUMNS))
+    return Frames(steps=steps, runs=runs, digest="", source=folder)

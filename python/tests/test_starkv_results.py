@@ -98,6 +98,14 @@ def test_merged_sweep_loads_with_one_unit_id_per_unit(tmp_path):
     # the tidy table pivots directly
     pivot = f.runs.pivot_table(index=["trace_path", "gpu", "policy"], columns="budget", values="peak_allocated_gb")
     assert pivot.shape[0] == 2 * 2 * 3
+    # An unmerged shard folder loads too: its units' rows, the same values as in the merge.
+    subprocess.run([binary, "sweep", "run", sweep, "--shard", "1/2", "--out", str(tmp_path / "s1"), "--quiet"],
+                   check=True, capture_output=True, timeout=300)
+    shard = load_results(tmp_path / "s1")
+    ids = [u["unit"]["id"] for u in doc["units"]][1::2]
+    assert shard.runs["unit_id"].unique().tolist() == ids
+    part = f.runs[f.runs.unit_id.isin(ids)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(shard.runs, part)
 
 
 def test_load_results_names_a_folder_without_results(tmp_path):
