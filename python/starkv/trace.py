@@ -57,8 +57,8 @@ class TraceFile:
             raise TraceFormatError(f"{self.path} @ {offset}: short read ({len(b)} of {n} bytes)")
         return b
 
-    def _frame_header(self, off: int) -> tuple[bytes, int, int, int]:
-        """Checks a frame header; returns (kind, flags, payload offset, payload length)."""
+    def _frame_header(self, off: int) -> tuple[bytes, int, int, int, int]:
+        """Checks a frame header; returns (kind, flags, payload offset, payload length, payload CRC32C)."""
         h = self._read(off, FRAME_HEADER_BYTES)
         kind, flags, length, pcrc = _FRAME.unpack_from(h, 0)
         (hcrc,) = struct.unpack_from("<I", h, 20)
@@ -70,14 +70,12 @@ class TraceFile:
         start = off + FRAME_HEADER_BYTES
         if start + length > self._size:
             raise TraceFormatError(f"{self.path} @ {off}: truncated {kind!r} payload ({length} bytes declared)")
-        self._pcrc = pcrc
-        return kind, flags, start, length
+        return kind, flags, start, length, pcrc
 
     def _payload(self, off: int, expect: bytes) -> tuple[bytes, int]:
-        kind, _, start, length = self._frame_header(off)
+        kind, _, start, length, pcrc = self._frame_header(off)
         if kind != expect:
             raise TraceFormatError(f"{self.path} @ {off}: found {kind!r}, expected {expect!r}")
-        pcrc = self._pcrc
         data = self._read(start, length)
         if crc32c(data) != pcrc:
             raise TraceChecksumError(f"{self.path} @ {off}: {kind!r} payload CRC32C mismatch")
@@ -125,7 +123,7 @@ class TraceFile:
         off = self._after_head
         while off + FRAME_HEADER_BYTES <= self._size:
             try:
-                kind, flags, start, length = self._frame_header(off)
+                kind, flags, start, length, _ = self._frame_header(off)
             except TraceFormatError:
                 break  # torn tail
             if kind == KIND_STEP:
@@ -188,7 +186,7 @@ class TraceFile:
         """Reads, checks and decodes one chunk (bf16 is widened to float32)."""
         pos = self._pos(step)
         rec = self.step(pos)
-        _, _, start, length = self._frame_header(self._offsets[pos])
+        _, _, start, length, _ = self._frame_header(self._offsets[pos])
         off = start + length
         for desc in rec.chunks:
             if desc.field == field and desc.layer == layer:
@@ -223,11 +221,12 @@ class TraceFile:
             raise TraceFormatError(f"{loc}: shape {tuple(desc.shape)} does not match the catalog {shape}")
         if desc.dtype not in dtypes:
             raise TraceFormatError(f"{loc}: dtype {DTYPE_NAMES.get(desc.dtype)} not allowed for this field")
-        kind, _, start, length = self._frame_header(off)
+        kind, _, start, length, pcrc = self._frame_header(off)
         if kind != KIND_CHNK or length != desc.stored_bytes:
             raise TraceFormatError(f"{loc}: expected a CHNK of {desc.stored_bytes} bytes at {off}, found {kind!r} of {length}")
         data = self._read(start, length)
-        if crc32c(data) != self._pcrc or crc32c(data) != desc.crc32c:
+        crc = crc32c(data)
+        if crc != pcrc or crc != desc.crc32c:
             raise TraceChecksumError(f"{loc}: chunk CRC32C mismatch")
         if desc.codec == pb.CODEC_ZSTD:
             size = zstandard.frame_content_size(data)
