@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sweep throughput (units per second): one sweep of 4 synthetic traces x 2 GPUs = 8 units, each
-# 4 policies x 2 budgets, run (a) in one process with `starkv sweep run` and (b) on a local Ray
+# all 10 policies x 2 budgets, run (a) in one process with `starkv sweep run` and (b) on a local Ray
 # cluster with 1 and 2 worker CPUs (python -m starkv.sweep; one unit per task, 1 thread each).
 # Ray start-up is not counted; the merge is. Usage: benchmarks/sweep/run.sh [STARKV_BIN] [PYTHON]
 set -euo pipefail
@@ -17,7 +17,7 @@ done
 cat > "$WORK/sweep.toml" <<'TOML'
 starkv_sweep = 1
 traces = ["traces/*.starkv"]
-policies = ["snapkv", "h2o", "guikv", "starkv"]
+policies = ["all"]
 budgets = [10, 40]
 gpus = ["h100-80gb", "a100-80gb"]
 threads = 1

@@ -129,7 +129,8 @@ def run_sweep(sweep: str | os.PathLike[str], out: str | os.PathLike[str], *, add
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         else:
             # A local cluster on 127.0.0.1; units return kilobytes to megabytes, so a small object store.
-            ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+            # address="local": always a new cluster, never one that `ray start` left running.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                      _node_ip_address="127.0.0.1", object_store_memory=512 * 2**20)
         started_here = True
     report: Callable[[int, int, str], None] | None
