@@ -36,3 +36,29 @@ public struct Provenance: Sendable, Codable, Equatable {
         return h.finalize()
     }
 }
+
+/// A file's SHA-256 computed on a background thread, so hashing a large trace overlaps the replay
+/// that reads it (docs/sweeps.md "Provenance"). `wait()` returns the digest or the read error.
+public final class PendingFileHash: @unchecked Sendable {
+    private let lock = NSCondition()
+    private var result: Result<String, any Error>?
+
+    public init(path: String) {
+        let thread = Thread { [self] in
+            let r = Result { try Provenance.sha256(ofFile: path) }
+            lock.lock()
+            result = r
+            lock.broadcast()
+            lock.unlock()
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    public func wait() throws -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        while result == nil { lock.wait() }
+        return try result!.get()
+    }
+}

@@ -63,15 +63,15 @@ public enum SweepOutput {
         replay: (SweepUnit, String) throws -> ReplayResults, progress: ((Int, Int, SweepUnit) -> Void)? = nil
     ) throws {
         try prepare(plan: plan, directory: directory)
-        var hashes: [String: String] = [:]
+        var hashes: [String: PendingFileHash] = [:]
         for (k, unit) in units.enumerated() {
             let path = resolve(unit.trace, baseDirectory: baseDirectory)
+            // Each trace is hashed once, on a background thread while its first unit replays.
+            let pending = hashes[path] ?? PendingFileHash(path: path)
+            hashes[path] = pending
             var results = try replay(unit, path)
             let sha: String
-            if let known = hashes[path] { sha = known } else {
-                do { sha = try Provenance.sha256(ofFile: path) } catch { throw SweepError.io("unit \(unit.id): \(error)") }
-                hashes[path] = sha
-            }
+            do { sha = try pending.wait() } catch { throw SweepError.io("unit \(unit.id): \(error)") }
             results.provenance = Provenance(tracePath: unit.trace, traceSHA256: sha, sweepUnit: unit.id, sweepFingerprint: plan.fingerprint)
             let manifest = SweepUnitManifest(unit: unit, fingerprint: plan.fingerprint, traceSHA256: sha, digest: results.digest)
             try writeUnit(results, manifest: manifest, unitsDirectory: (directory as NSString).appendingPathComponent("units"))

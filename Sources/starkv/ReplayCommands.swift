@@ -50,11 +50,12 @@ struct ReplayCommand: ParsableCommand {
             visionAttn: visionAttn, kvHeads: kvHeads, logits: logits, allocator: allocator, retainPrevious: !noRetainPrevious,
             threads: threads, dumpKept: dumpKept, generator: "starkv \(StarKV.version)")
         let bar = ProgressBar(enabled: !quiet && isatty(STDERR_FILENO) != 0)
+        let traceHash = PendingFileHash(path: trace)  // provenance, hashed while the replay runs
         var results = try Replay.run(request) { p in
             bar.update(done: p.stepsDone, total: p.stepsTotal, label: "\(p.phase) · \(p.pairs) pairs")
         }
         bar.finish()
-        results.provenance = Provenance(tracePath: trace, traceSHA256: try Provenance.sha256(ofFile: trace))  // docs/sweeps.md
+        results.provenance = Provenance(tracePath: trace, traceSHA256: try traceHash.wait())  // docs/sweeps.md
         let written = try ReportRenderer.write(results, to: out)
         print(ReplaySummaryText.render(results))
         print("report: \(written.last!)  (also results.json, steps.csv, runs.csv, trace.json in \(out))")
