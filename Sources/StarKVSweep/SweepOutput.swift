@@ -208,8 +208,20 @@ public enum SweepOutput {
             digest: SweepResults.digest(fingerprint: thePlan.fingerprint, units: merged.map { ($0.unit.id, $0.digest) }),
             units: merged)
 
-        // Write.
+        // Write (into a new folder, or one that holds only this sweep).
         let fm = FileManager.default
+        if writeUnits {
+            let existingPlan = (directory as NSString).appendingPathComponent("plan.json")
+            if fm.fileExists(atPath: existingPlan),
+                (try? SweepJSON.decode(SweepPlan.self, path: existingPlan, what: "sweep plan"))?.fingerprint != thePlan.fingerprint
+            {
+                throw SweepError.merge("\(directory) already holds another sweep (its plan.json differs); merge into a new folder")
+            }
+            let names = (try? fm.contentsOfDirectory(atPath: (directory as NSString).appendingPathComponent("units"))) ?? []
+            if let stray = names.filter({ !$0.hasPrefix(".") && byID[$0] == nil }).sorted().first {
+                throw SweepError.merge("\(directory)/units/\(stray) is not a unit of this sweep; merge into a new folder")
+            }
+        }
         do { try fm.createDirectory(atPath: (directory as NSString).appendingPathComponent("units"), withIntermediateDirectories: true) } catch {
             throw SweepError.io("cannot create \(directory)/units: \(error)")
         }

@@ -141,6 +141,13 @@ import Testing
         let into = try CLI.run(["sweep", "run", dir + "/other.toml", "--shard", "0/2", "--out", dir + "/s0", "--quiet"])
         #expect(into.status != 0)
         #expect(into.stderr.contains("already holds a different sweep"), "\(into.stderr)")
+        // Nor does a merge write into a folder of another sweep.
+        let r0b = try CLI.run(["sweep", "run", dir + "/sweep.toml", "--shard", "1/2", "--out", dir + "/s0b", "--quiet"])
+        #expect(r0b.status == 0, "\(r0b.stderr)")
+        let over = try CLI.run(["merge", dir + "/s0", dir + "/s0b", "--out", dir + "/s1"])
+        #expect(over.status != 0)
+        #expect(over.stderr.contains("already holds another sweep"), "\(over.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/s1/sweep.json"))
     }
 
     @Test func planNamesABadPolicyOrGPUWithItsUnit() throws {
