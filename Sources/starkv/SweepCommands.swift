@@ -39,7 +39,7 @@ enum SweepLoader {
                 visionAttn: nil, kvHeads: unit.kvHeads, logits: plan.logits, allocator: plan.allocator,
                 retainPrevious: plan.retainPrevious, threads: threads, dumpKept: nil, generator: "starkv \(StarKV.version)")
         } catch {
-            throw ValidationError("unit \(unit.id) (\(unit.key)): \(error)")
+            throw SweepError.plan("unit \(unit.id) (\(unit.key)): \(error)")
         }
     }
 
@@ -50,7 +50,7 @@ enum SweepLoader {
             let path = unit.trace.hasPrefix("/") || base.isEmpty ? unit.trace : (base as NSString).appendingPathComponent(unit.trace)
             if headers[path] == nil {
                 do { headers[path] = try TraceReader(path: path).header } catch {
-                    throw ValidationError("unit \(unit.id): trace \(unit.trace): \(error)")
+                    throw SweepError.plan("unit \(unit.id): trace \(unit.trace): \(error)")
                 }
             }
             _ = try request(plan: plan, unit: unit, tracePath: path, header: headers[path]!, threads: 1)
