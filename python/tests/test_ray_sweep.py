@@ -24,9 +24,10 @@ class Killer(threading.Thread):
     """Watches the runner's fault-injection markers: SIGKILLs the worker of the first attempt it
     sees (while that attempt's `starkv` is running) and lets every other attempt finish."""
 
-    def __init__(self, fault_dir: str):
+    def __init__(self, fault_dir: str, kill_first: bool = True):
         super().__init__(daemon=True)
         self.fault_dir = fault_dir
+        self.kill_first = kill_first
         self.stop = threading.Event()
         self.killed: tuple[str, int] | None = None
         self.seen: set[str] = set()
@@ -38,7 +39,7 @@ class Killer(threading.Thread):
                     continue
                 self.seen.add(name)
                 unit, pid = name[len("started-"):].rsplit("-", 1)
-                if self.killed is None:
+                if self.killed is None and self.kill_first:
                     os.kill(int(pid), signal.SIGKILL)
                     self.killed = (unit, int(pid))
                 else:
@@ -83,3 +84,37 @@ def test_ray_sweep_survives_a_killed_worker_and_matches_the_single_process_run(t
     assert result.digest and result.digest in want["digests.txt"].decode()
     # No shard folders left behind next to the output.
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".starkv-shards-")]
+
+
+def test_ray_sweep_reports_a_unit_that_fails_on_bad_input_without_retrying_it(tmp_path):
+    from starkv import StarKVCommandError
+    from starkv.sweep import run_sweep
+    from starkv_recorder import TraceReader
+
+    binary = starkv_bin()
+    sweep = make_sweep(str(tmp_path), binary)
+    # Flip one byte inside a chunk of trace b: the header and index still read (the plan is
+    # valid), the replay of b's units fails on the chunk's checksum.
+    path = tmp_path / "traces" / "b.starkv"
+    entry = TraceReader(str(path)).steps[1]
+    data = bytearray(path.read_bytes())
+    data[entry.chunk_offsets[0] + 3] ^= 0x01
+    path.write_bytes(bytes(data))
+    fault_dir = tmp_path / "attempts"
+    fault_dir.mkdir()
+    watcher = Killer(str(fault_dir), kill_first=False)  # only counts and releases attempts
+    watcher.start()
+    try:
+        with pytest.raises(StarKVCommandError) as e:
+            run_sweep(sweep, tmp_path / "ray", num_cpus=2, max_retries=2, binary=binary, progress=False,
+                      fault_dir=str(fault_dir), timeout_s=240)
+    finally:
+        watcher.stop.set()
+        watcher.join(5)
+    msg = str(e.value)
+    # Every unit ran exactly once: the failing ones were not retried.
+    started = sorted(n.rsplit("-", 1)[0] for n in os.listdir(fault_dir) if n.startswith("started-"))
+    assert len(started) == 4 and len(set(started)) == 4, started
+    assert "2 unit(s) failed" in msg and "b.starkv" in msg and "CRC32C" in msg, msg
+    assert not (tmp_path / "ray").exists()
+    assert not ray.is_initialized()
