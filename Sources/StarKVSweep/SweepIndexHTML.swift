@@ -26,7 +26,7 @@ public enum SweepIndexHTML {
             <style>
             body{font-family:system-ui,sans-serif;margin:24px;color:#222}
             table{border-collapse:collapse;font-size:13px}
-            th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}
+            th,td{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}
             th{background:#f2f2f2}
             td.l,th.l{text-align:left}
             tr.oom td{background:#fde8e8}
