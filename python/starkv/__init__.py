@@ -15,17 +15,28 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING
+
 from .cli import StarKVCommandError, StarKVNotFoundError, find_starkv, run_starkv
-from .results import Frames, ResultsError, load_results
-from .replay import replay
-from .trace import TraceFile
+
+if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use
+    from .replay import replay
+    from .results import Frames, ResultsError, load_results
+    from .sweep import SweepRun, run_sweep
+    from .trace import TraceFile
+
+# pandas (results), Ray (sweep) and the trace reader load only when asked for, so a Ray worker
+# that runs `starkv.sweep._run_unit` imports neither pandas nor the protobuf module.
+_LAZY = {"load_results": "results", "Frames": "results", "ResultsError": "results", "replay": "replay",
+         "run_sweep": "sweep", "SweepRun": "sweep", "TraceFile": "trace"}
 
 
-def __getattr__(name: str):  # Ray is optional; import it only when the runner is asked for
-    if name in ("run_sweep", "SweepRun"):
-        from . import sweep
-        return getattr(sweep, name)
-    raise AttributeError(name)
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'starkv' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(f".{module}", __name__), name)
 
 
 __all__ = ["Frames", "ResultsError", "load_results", "replay", "run_sweep", "SweepRun", "TraceFile", "find_starkv",
