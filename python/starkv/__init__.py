@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING
 from .cli import StarKVCommandError, StarKVNotFoundError, find_starkv, run_starkv
 
 if TYPE_CHECKING:  # for type checkers; at run time the names below load on first use
-    from .replay import replay
+    from ._replay import replay
     from .results import Frames, ResultsError, load_results
     from .sweep import SweepRun, run_sweep
     from .trace import TraceFile
 
 # pandas (results), Ray (sweep) and the trace reader load only when asked for, so a Ray worker
 # that runs `starkv.sweep._run_unit` imports neither pandas nor the protobuf module.
-_LAZY = {"load_results": "results", "Frames": "results", "ResultsError": "results", "replay": "replay",
+_LAZY = {"load_results": "results", "Frames": "results", "ResultsError": "results", "replay": "_replay",
          "run_sweep": "sweep", "SweepRun": "sweep", "TraceFile": "trace"}
 
 
