@@ -53,7 +53,7 @@ let package = Package(
             name: "StarKVMemory", dependencies: ["StarKVModel"], swiftSettings: strictSettings),
         .target(
             name: "StarKVReplay",
-            dependencies: ["StarKVModel", "StarKVTrace", "StarKVPolicies", "StarKVMemory"],
+            dependencies: ["StarKVModel", "StarKVTrace", "StarKVPolicies", "StarKVMemory", "CStarKVSupport"],
             swiftSettings: strictSettings),
         .target(
             name: "StarKVReport", dependencies: ["StarKVReplay", "StarKVMemory"],

@@ -849,7 +849,7 @@ const ProtobufCMessageDescriptor starkv__trace__v1__trace_header__metadata_entry
   (ProtobufCMessageInit) starkv__trace__v1__trace_header__metadata_entry__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor starkv__trace__v1__trace_header__field_descriptors[8] =
+static const ProtobufCFieldDescriptor starkv__trace__v1__trace_header__field_descriptors[9] =
 {
   {
     "model",
@@ -947,6 +947,18 @@ static const ProtobufCFieldDescriptor starkv__trace__v1__trace_header__field_des
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "numerics",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Starkv__Trace__V1__TraceHeader, numerics),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned starkv__trace__v1__trace_header__field_indices_by_name[] = {
   5,   /* field[5] = agent */
@@ -954,6 +966,7 @@ static const unsigned starkv__trace__v1__trace_header__field_indices_by_name[] =
   3,   /* field[3] = fields */
   6,   /* field[6] = metadata */
   0,   /* field[0] = model */
+  8,   /* field[8] = numerics */
   1,   /* field[1] = recorder */
   7,   /* field[7] = win_rows_max */
   4,   /* field[4] = window_sizes */
@@ -961,7 +974,7 @@ static const unsigned starkv__trace__v1__trace_header__field_indices_by_name[] =
 static const ProtobufCIntRange starkv__trace__v1__trace_header__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 9 }
 };
 const ProtobufCMessageDescriptor starkv__trace__v1__trace_header__descriptor =
 {
@@ -971,7 +984,7 @@ const ProtobufCMessageDescriptor starkv__trace__v1__trace_header__descriptor =
   "Starkv__Trace__V1__TraceHeader",
   "starkv.trace.v1",
   sizeof(Starkv__Trace__V1__TraceHeader),
-  8,
+  9,
   starkv__trace__v1__trace_header__field_descriptors,
   starkv__trace__v1__trace_header__field_indices_by_name,
   1,  starkv__trace__v1__trace_header__number_ranges,

@@ -122,17 +122,64 @@ public struct LayerSelection: Sendable, Equatable {
 @inline(__always)
 func allPositions(_ n: Int) -> [Int32] { (0..<max(0, n)).map { Int32($0) } }
 
+/// The arithmetic a replay follows (docs/algorithms.md §1.5, §12; docs/policies.md "Numerics").
+public enum ReplayNumerics: String, Sendable, Codable, CaseIterable {
+    /// fp32 scores from the stored values, fp64 statistics: a policy's behaviour without
+    /// rounding noise. The default for traces that do not say otherwise.
+    case fp32 = "fp32"
+    /// The reference's bf16 dtype flow where it is emulated: scores rounded to bf16
+    /// (round-to-nearest-even of the fp32 value) after the window sum and after pooling, so that
+    /// ties at the K-th score fall as on a bf16 GPU run (CUDA `torch.topk`: lower position).
+    case bf16Reference = "bf16-reference"
+
+    /// Parses a header or command-line value; the empty string means the fp32 default.
+    public init?(name: String) {
+        if name.isEmpty { self = .fp32; return }
+        self.init(rawValue: name)
+    }
+}
+
+/// Warnings a policy raises while replaying a step (e.g. a window that had to be approximated).
+/// Policies never print; the replay collects these (deduplicated, in first-seen order) into the
+/// results' notes. Safe to share between threads.
+public final class PolicyNotes: @unchecked Sendable {
+    // Guarded by `lock` (Foundation's NSLock: the package still targets macOS 13).
+    private let lock = NSLock()
+    private var items: [String] = []
+
+    public init() {}
+
+    /// Adds `note` unless it is already there.
+    public func add(_ note: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        if !items.contains(note) { items.append(note) }
+    }
+
+    /// Every note so far, in first-seen order.
+    public var all: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return items
+    }
+}
+
 /// Everything a policy sees for one agent step: the trace header (model geometry, recorded
-/// window sizes and fields), the step record and the budget (docs/algorithms.md §10.2).
+/// window sizes and fields), the step record and the budget (docs/algorithms.md §10.2), plus
+/// the numerics to follow and where to leave warnings.
 public struct PolicyStepInput: Sendable {
     public var header: TraceHeader
     public var step: StepRecord
     public var budget: KVBudget
+    public var numerics: ReplayNumerics
+    public var notes: PolicyNotes?
 
-    public init(header: TraceHeader, step: StepRecord, budget: KVBudget) {
+    public init(header: TraceHeader, step: StepRecord, budget: KVBudget, numerics: ReplayNumerics = .fp32, notes: PolicyNotes? = nil) {
         self.header = header
         self.step = step
         self.budget = budget
+        self.numerics = numerics
+        self.notes = notes
     }
 }
 

@@ -17,8 +17,9 @@ public enum Pooling: String, Sendable, Codable, CaseIterable {
 public enum WindowClamp: Sendable {
     /// STaR-KV Qwen2.5-VL path: `max(1, min(w, C − 2))`.
     case starKVQwen
-    /// GUI-KV / SnapKV / PyramidKV copies: `min(w, C − 2)`, floored at 1 here (at C ≤ 2 the
-    /// references slice an empty window and crash in top-k).
+    /// GUI-KV / SnapKV / PyramidKV copies: `min(w, C − 2)`, floored at 1 here (the references
+    /// fail at C ≤ 2: at C = 2 the `-0:` slice takes every query row and the mask addition fails,
+    /// at C = 1 `torch.full` gets a negative size; docs/algorithms.md §1.3).
     case reference
     /// No clamp (kvpress): `min(w, L)`.
     case none
@@ -223,6 +224,42 @@ func spatialBoost(norms: ArraySlice<Float>, alpha: Double, temperature: Double) 
     return z.map { Float(alpha * $0 / sum) }
 }
 
+/// The spatial boost in the reference's bf16 dtype flow (GUI-KV `GUIKVCluster.update_kv`, STaR-KV
+/// `apply_starkv_spatial_to_attn_cache`; docs/algorithms.md §12): every tensor op computes in fp32
+/// from bf16 inputs and rounds its result to bf16 — the norms' mean, `n − mean`, the Bessel std
+/// (accumulated in fp64 from the bf16 norms) plus 1e−8, the quotient, `/ T_s`, the softmax
+/// (max, `exp(z − max)` and its sum in fp32, one division, one rounding) and `× α`. The caller adds
+/// the result to bf16 scores with one more rounding. With one token the std is NaN in torch; here
+/// 0 (β = α), as the fp32 path.
+func spatialBoostBF16(norms: ArraySlice<Float>, alpha: Double, temperature: Double) -> [Float] {
+    let n = norms.count
+    guard n > 0 else { return [] }
+    let x = norms.map(bf16Round)
+    var sum: Float = 0
+    for v in x { sum += v }
+    let mean = bf16Round(sum / Float(n))
+    var dm = 0.0
+    for v in x { dm += Double(v) }
+    dm /= Double(n)
+    var ss = 0.0
+    for v in x { let d = Double(v) - dm; ss += d * d }
+    let std = n > 1 ? bf16Round(Float((ss / Double(n - 1)).squareRoot())) : 0
+    let den = bf16Round(std + Float(1e-8))
+    let t = Float(temperature == 0 ? 1.0 : temperature)
+    var z = [Float](repeating: 0, count: n)
+    var zmax = -Float.infinity
+    for u in 0..<n {
+        let diff = bf16Round(x[u] - mean)
+        z[u] = bf16Round(bf16Round(diff / den) / t)
+        if z[u] > zmax { zmax = z[u] }
+    }
+    var total: Float = 0
+    var e = [Float](repeating: 0, count: n)
+    for u in 0..<n { e[u] = expf(z[u] - zmax); total += e[u] }
+    let a = Float(alpha)
+    return e.map { bf16Round(bf16Round($0 / total) * a) }
+}
+
 /// Where the current frame's norms start inside `hid_norm` (all images' visual tokens in span order).
 func currentFrameNormOffset(_ step: StepRecord) -> Int {
     step.images.dropLast().reduce(0) { $0 + $1.length }
@@ -236,12 +273,30 @@ func snapKVScoringFLOPs(_ m: RecordedModel, promptLength l: Int, window w: Int, 
     return nl * (2 * h * W * L * d + 7 * h * W * L + h * L * K)
 }
 
-/// Pooled past scores of every head: `win_sum` rows truncated to [0, P) then pooled (§1.4).
+/// Pooled past scores of every head: `win_sum` rows truncated to [0, P) then pooled (§1.4). In
+/// bf16-reference numerics the pooled values are rounded to bf16, as `F.avg_pool1d` on a bf16
+/// tensor returns them (fp32 accumulation in kernel order, fp32 division by k, one rounding).
 func pooledWindowScores(
     _ fields: StepFields, layer: Int, window: Int, past: Int, kernel: Int, pooling: Pooling
 ) throws -> [[Float]] {
     let rows = try fields.windowSums(layer: layer, window: window, columns: past)
-    return rows.map { pool($0, kernel: kernel, pooling: pooling) }
+    return rows.map { pool($0, kernel: kernel, pooling: pooling, numerics: fields.numerics) }
+}
+
+/// `pool` followed, in bf16-reference numerics, by the bf16 rounding of the pooled tensor.
+func pool(_ values: [Float], kernel k: Int, pooling: Pooling, numerics: ReplayNumerics) -> [Float] {
+    let pooled = pool(values, kernel: k, pooling: pooling)
+    return numerics == .bf16Reference ? pooled.map(bf16Round) : pooled
+}
+
+/// bf16 rounding of an fp32 value, kept as fp32: round-to-nearest-even on the upper 16 bits,
+/// as c10's `round_to_nearest_even` (c10/util/BFloat16.h) does for every fp32 → bf16 cast. NaN
+/// stays NaN; values beyond the bf16 range round to ±∞.
+@inline(__always) func bf16Round(_ x: Float) -> Float {
+    if x.isNaN { return x }
+    let b = x.bitPattern
+    let rounded = b &+ (0x7FFF &+ ((b >> 16) & 1))
+    return Float(bitPattern: rounded & 0xFFFF_0000)
 }
 
 /// Group (KV-head) means of per-query-head rows, accumulated in fp64 in head order.

@@ -13,6 +13,8 @@ struct StepFields {
     let numHeads: Int
     let numKVHeads: Int
     let promptLength: Int
+    let numerics: ReplayNumerics
+    let notes: PolicyNotes?
     private let index: [ChunkKey: Int]
 
     private struct ChunkKey: Hashable {
@@ -29,6 +31,8 @@ struct StepFields {
         numHeads = m.numQueryHeads
         numKVHeads = m.numKVHeads
         promptLength = input.step.promptLength
+        numerics = input.numerics
+        notes = input.notes
         var idx: [ChunkKey: Int] = [:]
         for (i, c) in input.step.chunks.enumerated() {
             let key = ChunkKey(field: c.field, layer: c.layer ?? -1)
@@ -86,15 +90,61 @@ struct StepFields {
         return k
     }
 
-    /// `win_sum[k(window), h, 0..<columns]` for every head h: H rows of `columns` values.
-    func windowSums(layer: Int, window: Int, columns: Int) throws -> [[Float]] {
-        let k = try windowIndex(window)
-        let t = try chunk(TraceField.winSum, layer: layer)
-        try checkFloat(t, TraceField.winSum, layer)
-        try checkShape(t, TraceField.winSum, layer, [header.windowSizes.count, numHeads, promptLength])
-        return (0..<numHeads).map { h in
-            t.floats(from: (k * numHeads + h) * promptLength, count: min(columns, promptLength))
+    /// Window sums of the last `window` query rows, `columns` columns per head, when the trace
+    /// holds them exactly: the recorded `win_sum` row of that window, or the sum of the last
+    /// `window` rows of `win_rows` (fp32, in row order) when `window ≤ W`. nil otherwise. In
+    /// bf16-reference numerics the sums are rounded to bf16, as the reference's `.sum()` on a
+    /// bf16 tensor returns them (docs/algorithms.md §1.4 step 3).
+    func exactWindowSums(layer: Int, window: Int, columns: Int) throws -> [[Float]]? {
+        let n = min(columns, promptLength)
+        var rows: [[Float]]
+        // A window of ≥ L rows sums every row, so any recorded window ≥ L stands for it exactly.
+        let stored = header.windowSizes.firstIndex(of: window)
+            ?? (window >= promptLength ? header.windowSizes.firstIndex { $0 >= promptLength } : nil)
+        if let k = stored, index[ChunkKey(field: TraceField.winSum, layer: layer)] != nil {
+            let t = try chunk(TraceField.winSum, layer: layer)
+            try checkFloat(t, TraceField.winSum, layer)
+            try checkShape(t, TraceField.winSum, layer, [header.windowSizes.count, numHeads, promptLength])
+            rows = (0..<numHeads).map { h in t.floats(from: (k * numHeads + h) * promptLength, count: n) }
+        } else if window > 0, header.winRowsMax >= window, index[ChunkKey(field: TraceField.winRows, layer: layer)] != nil {
+            let w = header.winRowsMax
+            let t = try chunk(TraceField.winRows, layer: layer)
+            try checkFloat(t, TraceField.winRows, layer)
+            try checkShape(t, TraceField.winRows, layer, [numHeads, w, promptLength])
+            rows = (0..<numHeads).map { h in
+                var acc = [Float](repeating: 0, count: n)
+                for r in (w - window)..<w {
+                    let row = t.floats(from: (h * w + r) * promptLength, count: n)
+                    for j in 0..<n { acc[j] += row[j] }
+                }
+                return acc
+            }
+        } else {
+            return nil
         }
+        if numerics == .bf16Reference { rows = rows.map { $0.map(bf16Round) } }
+        return rows
+    }
+
+    /// `win_sum` rows of `window` for every head (H rows of `columns` values): exact when the trace
+    /// holds them (`exactWindowSums`). Otherwise — a short prompt whose budget clamps the window
+    /// below every recorded size — the nearest recorded window (the smallest one above `window`,
+    /// else the largest) stands in, and a note says so (docs/policies.md "Windows that were not
+    /// recorded"). A trace without any `win_sum` window still fails with `windowNotRecorded`.
+    func windowSums(layer: Int, window: Int, columns: Int) throws -> [[Float]] {
+        if let rows = try exactWindowSums(layer: layer, window: window, columns: columns) { return rows }
+        let recorded = header.windowSizes
+        if recorded.contains(window) { _ = try chunk(TraceField.winSum, layer: layer) }  // missingChunk
+        guard let substitute = recorded.first(where: { $0 > window }) ?? recorded.last else {
+            throw PolicyError.windowNotRecorded(policy: policy, window: window, recorded: recorded, episode: step.episodeID, step: step.stepIndex)
+        }
+        notes?.add(
+            "\(policy): window \(window) is not among the recorded win_sum windows (\(recorded.map(String.init).joined(separator: ", ")))"
+                + (header.winRowsMax > 0 ? " and win_rows holds only \(header.winRowsMax) rows" : " and the trace has no win_rows")
+                + "; steps whose budget clamps the window to \(window) score with the window-\(substitute) sums instead (an approximation). For exact replay record win_rows with W ≥ \(window) or add \(window) to the window sizes.")
+        if let rows = try exactWindowSums(layer: layer, window: substitute, columns: columns) { return rows }
+        _ = try chunk(TraceField.winSum, layer: layer)  // the step lacks win_sum: missingChunk
+        throw PolicyError.windowNotRecorded(policy: policy, window: window, recorded: recorded, episode: step.episodeID, step: step.stepIndex)
     }
 
     /// A [H, L] per-head field (colsum_all, colsum_postvis, decode_attn_sum), first `columns` columns.

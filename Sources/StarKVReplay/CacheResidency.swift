@@ -7,8 +7,10 @@ import StarKVTrace
 /// when it belongs to the same screenshot (captured at `stepInEpisode − frameAge`) at the same
 /// offset; the tokens before the first screenshot (system prompt, template) are the same when the
 /// prefix has the same length; every other token (history text, instruction, generation prompt)
-/// is new at each step. A carried token stays cached only if the previous step's compression
-/// kept it (in any head of that layer). This is an open-loop approximation: the attention the
+/// is new at each step. A token is missing from the cache only if an earlier compression of the
+/// episode evicted it (no head of that layer kept it); tokens never seen before are prefilled at
+/// this step, so a policy that evicts nothing (`full`) keeps the whole prompt at every step.
+/// This is an open-loop approximation: the attention the
 /// policies score with comes from the recorded re-prefill run, renormalised over what is still
 /// cached (docs/memory-model.md §2.3 discusses the two loops).
 public struct CacheResidency: Sendable, Equatable {
@@ -18,8 +20,9 @@ public struct CacheResidency: Sendable, Equatable {
         case visual(frame: Int, offset: Int)
     }
 
-    /// Per layer: the keys of tokens that the previous step kept.
-    var keptKeysPerLayer: [Set<TokenKey>] = []
+    /// Per layer: the keys of tokens that a compression of this episode evicted (they never come
+    /// back: a later step cannot re-read them from a cache that no longer holds them).
+    var evictedKeysPerLayer: [Set<TokenKey>] = []
     var episodeID: String?
 
     public init() {}
@@ -41,14 +44,15 @@ public struct CacheResidency: Sendable, Equatable {
     /// Availability per layer of every position of `step` (true = in the cache before this
     /// step's compression). All true on the first step of an episode or after a reset.
     public func availability(for step: StepRecord, layers: Int) -> [[Bool]] {
-        let fresh = step.reset || episodeID != step.episodeID || keptKeysPerLayer.count != layers
+        let fresh = step.reset || episodeID != step.episodeID || evictedKeysPerLayer.count != layers
         guard !fresh else { return Array(repeating: Array(repeating: true, count: step.promptLength), count: layers) }
         let keys = CacheResidency.keys(of: step)
         return (0..<layers).map { layer in
-            keys.map { key in
+            let evicted = evictedKeysPerLayer[layer]
+            if evicted.isEmpty { return Array(repeating: true, count: step.promptLength) }
+            return keys.map { key in
                 guard let key else { return true }
-                return keptKeysPerLayer[layer].contains(key)
-                    || !CacheResidency.existedBefore(key, step: step)
+                return !evicted.contains(key)
             }
         }
     }
@@ -61,16 +65,20 @@ public struct CacheResidency: Sendable, Equatable {
         }
     }
 
-    /// The residency after this step's compression kept `kept[layer]` (union over heads).
+    /// The residency after this step's compression kept `kept[layer]` (union over heads): the
+    /// positions of this step that no head kept join the episode's evicted set.
     public func advanced(step: StepRecord, keptPerLayer: [[[Int32]]]) -> CacheResidency {
         let keys = CacheResidency.keys(of: step)
+        let continuing = !step.reset && episodeID == step.episodeID && evictedKeysPerLayer.count == keptPerLayer.count
         var next = CacheResidency()
         next.episodeID = step.episodeID
-        next.keptKeysPerLayer = keptPerLayer.map { rows in
-            var set = Set<TokenKey>()
+        next.evictedKeysPerLayer = keptPerLayer.enumerated().map { layer, rows in
+            var kept = [Bool](repeating: false, count: keys.count)
             for row in rows {
-                for p in row where Int(p) < keys.count { if let k = keys[Int(p)] { set.insert(k) } }
+                for p in row where p >= 0 && Int(p) < keys.count { kept[Int(p)] = true }
             }
+            var set = continuing ? evictedKeysPerLayer[layer] : Set<TokenKey>()
+            for (p, key) in keys.enumerated() where !kept[p] { if let key { set.insert(key) } }
             return set
         }
         return next

@@ -15,10 +15,12 @@ public struct ReplayRequest: Sendable {
     /// Writes every kept set as JSON lines when set.
     public var dumpKeptPath: String?
     public var generator: String
+    /// Arithmetic of the policies; nil = what the trace header says (fp32 when it says nothing).
+    public var numerics: ReplayNumerics?
 
     public init(
         tracePath: String, policies: [PolicySpec], budgets: [KVBudget], loop: CacheLoop, memory: MemorySimulationConfig,
-        threads: Int, dumpKeptPath: String? = nil, generator: String = "starkv"
+        threads: Int, dumpKeptPath: String? = nil, generator: String = "starkv", numerics: ReplayNumerics? = nil
     ) {
         self.tracePath = tracePath
         self.policies = policies
@@ -28,6 +30,7 @@ public struct ReplayRequest: Sendable {
         self.threads = threads
         self.dumpKeptPath = dumpKeptPath
         self.generator = generator
+        self.numerics = numerics
     }
 }
 
@@ -47,8 +50,15 @@ public enum Replay {
 
         var dumpFile: DumpSink? = nil
         if let path = request.dumpKeptPath { dumpFile = try DumpSink(path: path) }
-        let replayer = PolicyReplayer(
+        let recordedNumerics = reader.header.numerics ?? ""
+        let traceNumerics = ReplayNumerics(name: recordedNumerics)
+        guard let numerics = request.numerics ?? traceNumerics else {
+            throw ReplayError.invalidRequest(
+                "\(request.tracePath): the trace header's numerics '\(recordedNumerics)' is unknown; replay it with --numerics \(ReplayNumerics.allCases.map(\.rawValue).joined(separator: " or "))")
+        }
+        var replayer = PolicyReplayer(
             reader: reader, policies: request.policies, budgets: request.budgets, loop: request.loop, threads: request.threads)
+        replayer.numerics = numerics
         let pairs = try replayer.run(dump: dumpFile.map { sink in { try sink.write($0) } }, progress: progress)
         try dumpFile?.close()
 
@@ -57,6 +67,13 @@ public enum Replay {
         let runs = try MemoryPass.simulate(pairs: pairs, config: memory, threads: request.threads)
 
         var notes: [String] = []
+        if numerics != .fp32 || traceNumerics != .fp32 {
+            notes.append(
+                "Numerics: \(numerics.rawValue)\(request.numerics == nil ? " (from the trace header)" : "")\(numerics != traceNumerics ? "; the trace was recorded with \(recordedNumerics.isEmpty ? "fp32" : recordedNumerics)" : "") (docs/policies.md \"Numerics\").")
+        }
+        for pair in pairs {
+            for note in pair.notes where !notes.contains(note) { notes.append(note) }
+        }
         if request.loop == .persistent {
             notes.append(
                 "Persistent-cache loop: an open-loop approximation. The attention that policies score with comes from the recorded re-prefill run, renormalised over the tokens still cached; the agent's actions are the recorded ones.")

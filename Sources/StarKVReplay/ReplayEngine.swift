@@ -44,6 +44,8 @@ public struct PairReplay: Sendable {
     public var keptDigest: String
     /// Agreement with golden kept sets recorded in the trace for this policy and budget.
     public var golden: GoldenAgreement?
+    /// Warnings the policy raised (deduplicated, first-seen order).
+    public var notes: [String] = []
 }
 
 /// Running agreement between replayed and golden kept sets (FORMAT.md `golden_kept.*`).
@@ -91,6 +93,8 @@ public struct PolicyReplayer {
     public var budgets: [KVBudget]
     public var loop: CacheLoop
     public var threads: Int
+    /// Arithmetic the policies follow (docs/algorithms.md §1.5).
+    public var numerics: ReplayNumerics = .fp32
 
     public init(reader: TraceReader, policies: [PolicySpec], budgets: [KVBudget], loop: CacheLoop, threads: Int) {
         self.reader = reader
@@ -112,6 +116,8 @@ public struct PolicyReplayer {
         var error: String?
         var dumpLines: [UInt8] = []
         var golden: GoldenAgreement?
+        /// One collector per pair, so that the notes' order does not depend on the threads.
+        var notes = PolicyNotes()
     }
 
     /// Runs every pair over every step. `dump` receives each step's kept-set JSON lines (pairs in
@@ -140,17 +146,20 @@ public struct PolicyReplayer {
         }
         var needed = Set(pairs.flatMap { $0.policy.requiredFields })
         for p in pairs { if let g = p.golden { needed.insert(g.field) } }
-        for f in [TraceField.decodeAttnSum, TraceField.winSum] where header.has(f) { needed.insert(f) }
+        // Raw window rows, when recorded, give exact window sums for windows the recorder did not
+        // store (short prompts, VL-Cache's budget − 1 fallback; docs/policies.md).
+        for f in [TraceField.decodeAttnSum, TraceField.winSum, TraceField.winRows] where header.has(f) { needed.insert(f) }
         let layers = header.model.numLayers
         let workers = min(threads, max(1, pairs.count))
         let loop = self.loop
         let dumping = dump != nil
+        let numerics = self.numerics
 
         for i in 0..<reader.stepCount {
             let step = try reader.readStep(at: i, fields: needed)
             DeterministicParallel.update(&pairs, workers: workers) { pair in
                 if pair.error == nil {
-                    PolicyReplayer.advance(&pair, step: step, header: header, layers: layers, loop: loop, dumping: dumping)
+                    PolicyReplayer.advance(&pair, step: step, header: header, layers: layers, loop: loop, numerics: numerics, dumping: dumping)
                 }
             }
             if let failed = pairs.first(where: { $0.error != nil }) {
@@ -166,12 +175,15 @@ public struct PolicyReplayer {
             progress?(ReplayProgress(stepsDone: i + 1, stepsTotal: reader.stepCount, pairs: pairs.count, phase: "policies"))
         }
         return pairs.map {
-            PairReplay(policy: $0.spec, budget: $0.budget, steps: $0.steps, keptDigest: $0.digest.finalize(), golden: $0.golden)
+            PairReplay(policy: $0.spec, budget: $0.budget, steps: $0.steps, keptDigest: $0.digest.finalize(), golden: $0.golden, notes: $0.notes.all)
         }
     }
 
     /// One pair, one step: mask for the persistent loop, compress, score quality, hash.
-    static func advance(_ p: inout PairState, step: StepRecord, header: TraceHeader, layers: Int, loop: CacheLoop, dumping: Bool) {
+    static func advance(
+        _ p: inout PairState, step: StepRecord, header: TraceHeader, layers: Int, loop: CacheLoop, numerics: ReplayNumerics = .fp32,
+        dumping: Bool
+    ) {
         var input = step
         var availability: [[Bool]]? = nil
         var cachedMass: Double? = nil
@@ -188,7 +200,8 @@ public struct PolicyReplayer {
         }
         let output: PolicyStepOutput
         do {
-            output = try p.policy.compress(PolicyStepInput(header: header, step: input, budget: p.budget), state: p.state)
+            output = try p.policy.compress(
+                PolicyStepInput(header: header, step: input, budget: p.budget, numerics: numerics, notes: p.notes), state: p.state)
         } catch {
             p.error = "\(error)"
             return

@@ -1,6 +1,15 @@
+import CStarKVSupport
+
 /// SHA-256 (FIPS 180-4), used for the replay digest of kept sets and memory curves.
-/// Incremental: feed bytes with `update`, read the hex digest with `finalize`.
+/// Incremental: feed bytes with `update`, read the hex digest with `finalize`. Whole blocks are
+/// compressed with the x86 SHA extensions (SHA-NI) where the CPU has them, else by the portable
+/// Swift compression below; both give the same digest (tested).
 public struct SHA256: Sendable {
+    /// Whether this CPU has SHA-NI (checked once with CPUID).
+    static let hardwareAvailable = starkv_sha256_hw_available() != 0
+    /// Whether this instance uses SHA-NI; tests turn it off to compare with the portable path.
+    let useHardware: Bool
+
     private var state: [UInt32] = [
         0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab, 0x5be0_cd19,
     ]
@@ -20,7 +29,10 @@ public struct SHA256: Sendable {
         0x748f_82ee, 0x78a5_636f, 0x84c8_7814, 0x8cc7_0208, 0x90be_fffa, 0xa450_6ceb, 0xbef9_a3f7, 0xc671_78f2,
     ]
 
-    public init() {}
+    public init() { useHardware = SHA256.hardwareAvailable }
+
+    /// An instance that uses SHA-NI only when `hardware` is true and the CPU has it.
+    init(hardware: Bool) { useHardware = hardware && SHA256.hardwareAvailable }
 
     /// Appends bytes.
     public mutating func update<S: Sequence>(_ bytes: S) where S.Element == UInt8 {
@@ -43,13 +55,14 @@ public struct SHA256: Sendable {
             bufferCount += take
             offset = take
             if bufferCount == 64 {
-                buffer.withUnsafeBytes { compress($0.baseAddress!) }
+                buffer.withUnsafeBytes { compress($0.baseAddress!, blocks: 1) }
                 bufferCount = 0
             }
         }
-        while n - offset >= 64 {
-            compress(bytes.baseAddress! + offset)
-            offset += 64
+        let wholeBlocks = (n - offset) / 64
+        if wholeBlocks > 0 {
+            compress(bytes.baseAddress! + offset, blocks: wholeBlocks)
+            offset += 64 * wholeBlocks
         }
         for i in offset..<n { buffer[bufferCount] = bytes[i]; bufferCount += 1 }
     }
@@ -81,9 +94,7 @@ public struct SHA256: Sendable {
         tail.append(0x80)
         while tail.count % 64 != 56 { tail.append(0) }
         for i in (0..<8).reversed() { tail.append(UInt8(truncatingIfNeeded: bitLength >> (UInt64(i) * 8))) }
-        tail.withUnsafeBytes { raw in
-            for start in stride(from: 0, to: raw.count, by: 64) { copy.compress(raw.baseAddress! + start) }
-        }
+        tail.withUnsafeBytes { raw in copy.compress(raw.baseAddress!, blocks: raw.count / 64) }
         let hex = Array("0123456789abcdef")
         var out = ""
         for word in copy.state {
@@ -92,8 +103,19 @@ public struct SHA256: Sendable {
         return out
     }
 
-    /// One 64-byte block at `block`.
-    private mutating func compress(_ block: UnsafeRawPointer) {
+    /// `blocks` consecutive 64-byte blocks at `start`.
+    private mutating func compress(_ start: UnsafeRawPointer, blocks: Int) {
+        if useHardware {
+            state.withUnsafeMutableBufferPointer { s in
+                starkv_sha256_hw_compress(s.baseAddress!, start.assumingMemoryBound(to: UInt8.self), blocks)
+            }
+            return
+        }
+        for i in 0..<blocks { compressPortable(start + 64 * i) }
+    }
+
+    /// One 64-byte block at `block`, in portable Swift.
+    private mutating func compressPortable(_ block: UnsafeRawPointer) {
         @inline(__always) func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
         var (a, b, c, d, e, f, g, h) = (state[0], state[1], state[2], state[3], state[4], state[5], state[6], state[7])
         withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { w in

@@ -144,6 +144,7 @@ enum ProtoBridge {
         msg.n_metadata = entries.count
         msg.metadata = arena.array(entries)
         msg.win_rows_max = UInt32(clamping: h.winRowsMax)
+        if let numerics = h.numerics, !numerics.isEmpty { msg.numerics = arena.string(numerics) }
 
         let size = starkv__trace__v1__trace_header__get_packed_size(&msg)
         var out = [UInt8](repeating: 0, count: size)
@@ -184,7 +185,8 @@ enum ProtoBridge {
         let fidelity = Fidelity(rawValue: Int(h.fidelity.rawValue)) ?? .core
         return TraceHeader(
             model: recorded, recorder: recorder, fidelity: fidelity, fields: fields, windowSizes: windows,
-            agent: agent, metadata: metadata, winRowsMax: Int(h.win_rows_max))
+            agent: agent, metadata: metadata, winRowsMax: Int(h.win_rows_max),
+            numerics: { let n = str(h.numerics); return n.isEmpty ? nil : n }())
     }
 
     // MARK: step

@@ -216,10 +216,14 @@ public struct TraceHeader: Sendable, Hashable, Codable {
     public var metadata: [String: String]
     /// Rows stored in `win_rows` (0 when absent).
     public var winRowsMax: Int
+    /// Dtype flow the recorder followed (`schemas/trace.proto` TraceHeader.numerics): nil or
+    /// "fp32", or "bf16-reference" (docs/algorithms.md §1.5).
+    public var numerics: String?
 
     public init(
         model: RecordedModel, recorder: RecorderInfo, fidelity: Fidelity, fields: [String],
-        windowSizes: [Int], agent: AgentLoopInfo, metadata: [String: String] = [:], winRowsMax: Int = 0
+        windowSizes: [Int], agent: AgentLoopInfo, metadata: [String: String] = [:], winRowsMax: Int = 0,
+        numerics: String? = nil
     ) {
         self.model = model
         self.recorder = recorder
@@ -229,6 +233,7 @@ public struct TraceHeader: Sendable, Hashable, Codable {
         self.agent = agent
         self.metadata = metadata
         self.winRowsMax = winRowsMax
+        self.numerics = numerics
     }
 
     /// Whether steps may carry `field`.

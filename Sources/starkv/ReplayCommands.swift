@@ -41,14 +41,22 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "Write every kept index set as JSON lines to this file (docs/policies.md).") var dumpKept: String?
     @Option(help: "Fail unless the replay digest equals this value.") var expectDigest: String?
     @Flag(help: "No progress bar.") var quiet = false
+    @Option(help: "Policy arithmetic: fp32 or bf16-reference (default: the trace's numerics, fp32 when it records none; docs/policies.md \"Numerics\").")
+    var numerics: String?
 
     func run() throws {
         let reader = try TraceReader(path: trace)
         let header = reader.header
-        let request = try ReplayOptionsParser.request(
+        var request = try ReplayOptionsParser.request(
             trace: trace, header: header, policies: policies, budgets: budgets, loop: loop, model: model, gpu: gpu, attn: attn,
             visionAttn: visionAttn, kvHeads: kvHeads, logits: logits, allocator: allocator, retainPrevious: !noRetainPrevious,
             threads: threads, dumpKept: dumpKept, generator: "starkv \(StarKV.version)")
+        if let numerics {
+            guard let n = ReplayNumerics(rawValue: numerics) else {
+                throw ValidationError("--numerics must be one of \(ReplayNumerics.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            request.numerics = n
+        }
         let bar = ProgressBar(enabled: !quiet && isatty(STDERR_FILENO) != 0)
         let traceHash = PendingFileHash(path: trace)  // provenance, hashed while the replay runs
         var results = try Replay.run(request) { p in

@@ -138,27 +138,63 @@ import StarKVTrace
 }
 
 @Suite struct VLCacheTests {
-    @Test func layerBudgetsFollowPostVisionDensity() {
-        #expect(VLCachePolicy.layerBudgets(densities: [0.75, 0.25], capacity: 10) == [15, 5])
-        // fp64 as the reference: 0.3/0.4 · 20 = 14.999… → 14.
-        #expect(VLCachePolicy.layerBudgets(densities: [0.3, 0.1], capacity: 10) == [14, 5])
-        // Shares are clipped to [0.001, 1].
-        #expect(VLCachePolicy.layerBudgets(densities: [1, 0], capacity: 100) == [200, 0])
+    @Test func layerBudgetsFollowPostVisionDensityInFloat32WithTruncation() {
+        // Shares 48/64 and 16/64 → γ = 0.25 / 0.75 → β = 0.75 / 0.25 of C·N_l = 20.
+        #expect(VLCachePolicy.layerBudgets(counts: [[48], [16]], valid: [64, 64], capacity: 10) == [15, 5])
+        // Densities 2/64, 7/64, 1/64 → β = 0.2, 0.7, 0.1 of 90: exactly 18, 63, 9. The reference's
+        // float32 arithmetic gets 63 (torch: `(90 * betas).int()`); fp64 would give 62.999… → 62.
+        #expect(VLCachePolicy.layerBudgets(counts: [[2], [7], [1]], valid: [64, 64, 64], capacity: 30) == [18, 63, 9])
+        // Shares are clipped to [0.001, 1]: 200 · 0.001 = 0.2 → 0.
+        #expect(VLCachePolicy.layerBudgets(counts: [[64], [0]], valid: [64, 64], capacity: 100) == [200, 0])
+        // Per-head γ are averaged over heads: (1/4 + 3/4)/2 = 0.5 on both layers → equal halves.
+        #expect(VLCachePolicy.layerBudgets(counts: [[16, 48], [32, 32]], valid: [64, 64], capacity: 10) == [10, 10])
     }
 
-    @Test func vlCacheKeepsWholePostVisionWindowOrFallsBackToCapacityOne() throws {
-        // L = 20, image [2, 10) → e* = 10, window 10. Densities 0.75 / 0.25 → budgets 15 / 5 at C = 10.
+    /// L = 20, image [2, 10) → e* = 10, post-vision window 10. 3/4 vs 1/4 of the post-vision
+    /// entries above 0.01 → β = 0.75 / 0.25.
+    static func step(winSum4: [Float]? = nil) -> StepRecord {
         var s = Fixture.step(length: 20, images: [Fixture.image(2, 10)])
         let ramp = [[Float]](repeating: (0..<20).map { Float($0) / 10 }, count: 4)
         for (layer, count) in [(0, Int64(3)), (1, Int64(1))] {
             Fixture.add(&s, TraceField.colsumPostvis, layer: layer, Fixture.rows(ramp))
             Fixture.add(&s, TraceField.countGt001, layer: layer, Tensor(int64: [count, count, count, count], shape: [4]))
             Fixture.add(&s, TraceField.nValid, layer: layer, Tensor(int64: [4], shape: [1]))
+            if let w = winSum4 { Fixture.addWinSum(&s, [[Float]](repeating: w, count: 4), layers: 2) }
         }
-        let out = try VLCachePolicy(kernel: 1).compress(input(s, .percent(50)), state: .empty)
+        return s
+    }
+
+    @Test func vlCacheKeepsWholePostVisionWindowOrFallsBackToCapacityOne() throws {
+        // Budgets 15 / 5 at C = 10 (50 %).
+        let notes = PolicyNotes()
+        let out = try VLCachePolicy(kernel: 1).compress(
+            PolicyStepInput(header: Fixture.header(), step: Self.step(), budget: .percent(50), notes: notes), state: .empty)
         #expect(out.layers[0].keptIndices.allSatisfy { $0 == (5..<20).map { Int32($0) } })
         #expect(out.layers[0].windowTokens == 10 && out.layers[0].capacityTokens == 15)
-        // Budget 5 ≤ window 10: capacity 1, window 4 → top-1 over [0, 16) + [16, 20).
+        // Budget 5 ≤ window 10: capacity 1, window 4. Without the window-4 sums in the step, the
+        // post-vision sums truncated to [0, 16) stand in (top-1 = 15), and a note says so.
         #expect(out.layers[1].keptIndices.allSatisfy { $0 == [15, 16, 17, 18, 19] })
+        #expect(out.layers[1].windowTokens == 4)
+        #expect(notes.all.contains { $0.contains("budget − 1 rows") })
+    }
+
+    @Test func fallbackScoresWithTheLastBudgetMinusOneRows() throws {
+        // The recorded window-4 sums peak at position 3: the reference re-scores with those rows.
+        var w = [Float](repeating: 0.1, count: 20)
+        w[3] = 0.9
+        let notes = PolicyNotes()
+        let out = try VLCachePolicy(kernel: 1).compress(
+            PolicyStepInput(header: Fixture.header(), step: Self.step(winSum4: w), budget: .percent(50), notes: notes), state: .empty)
+        #expect(out.layers[1].keptIndices.allSatisfy { $0 == [3, 16, 17, 18, 19] })
+        #expect(notes.all.isEmpty)
+    }
+
+    @Test func noEarlyExitAtFullBudget() throws {
+        // At 100 %: C = 20, budgets 30 / 10. Layer 0 keeps everything; layer 1's budget 10 is
+        // below L, so it is compressed (fallback: capacity 1 + window 9) as in the reference.
+        let out = try VLCachePolicy(kernel: 1).compress(input(Self.step(), .percent(100)), state: .empty)
+        #expect(!out.layers[0].compressed)
+        #expect(out.layers[1].compressed)
+        #expect(out.layers[1].keptIndices.allSatisfy { $0.count == 10 })
     }
 }

@@ -33,7 +33,7 @@ import StarKVTrace
         #expect(throws: Never.self) { try GUIKVPolicy().validate(header: core) }
     }
 
-    @Test func malformedStepsAreRefusedWithTypedErrors() {
+    @Test func malformedStepsAreRefusedWithTypedErrors() throws {
         var s = Fixture.step(length: 10)
         Fixture.add(&s, TraceField.winSum, layer: 0, Fixture.winSum([[Float]](repeating: [1, 2, 3], count: 4)))
         #expect(throws: PolicyError.badShape(policy: "snapkv", field: TraceField.winSum, layer: 0, episode: "ep", step: 0, expected: [8, 4, 10], found: [8, 4, 3])) {
@@ -41,8 +41,16 @@ import StarKVTrace
         }
         var ok = Fixture.step(length: 10)
         Fixture.addWinSum(&ok, [[Float]](repeating: [Float](repeating: 1, count: 10), count: 4))
-        #expect(throws: PolicyError.windowNotRecorded(policy: "snapkv-kvpress", window: 9, recorded: Fixture.windows, episode: "ep", step: 0)) {
-            try SnapKVPressPolicy(window: 9).compress(input(ok, .percent(50)), state: .empty)
+        // A window that was not recorded falls back to the nearest recorded one with a note;
+        // a trace without any win_sum window cannot score at all.
+        let notes = PolicyNotes()
+        _ = try SnapKVPressPolicy(window: 9).compress(
+            PolicyStepInput(header: Fixture.header(), step: ok, budget: .percent(50), notes: notes), state: .empty)
+        #expect(notes.all.count == 1 && notes.all[0].contains("window 9 is not among the recorded win_sum windows"))
+        var noWindows = Fixture.header()
+        noWindows.windowSizes = []
+        #expect(throws: PolicyError.windowNotRecorded(policy: "snapkv-kvpress", window: 9, recorded: [], episode: "ep", step: 0)) {
+            try SnapKVPressPolicy(window: 9).compress(input(ok, .percent(50), header: noWindows), state: .empty)
         }
         var badSpan = ok
         badSpan.images = [Fixture.image(8, 12)]

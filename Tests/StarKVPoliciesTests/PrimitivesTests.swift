@@ -136,3 +136,85 @@ import StarKVTrace
         #expect(abs((dedup - 22.3e9 - 0.5e9) - 28e9) / 28e9 < 0.05)
     }
 }
+
+/// bf16-reference numerics (docs/algorithms.md §1.5) and window sums the trace holds indirectly.
+@Suite struct NumericsTests {
+    @Test func bf16RoundingIsRoundToNearestEvenOnTheUpperHalf() {
+        #expect(bf16Round(1) == 1)
+        // 1 + 2⁻⁸ lies halfway between 1 and 1 + 2⁻⁷: ties go to the even mantissa (1).
+        #expect(bf16Round(Float(bitPattern: 0x3F80_8000)) == 1)
+        // 1 + 3·2⁻⁸ is halfway between 1 + 2⁻⁷ (odd) and 1 + 2⁻⁶ (even): up.
+        #expect(bf16Round(Float(bitPattern: 0x3F81_8000)) == Float(bitPattern: 0x3F82_0000))
+        // Just above the halfway point rounds up.
+        #expect(bf16Round(Float(bitPattern: 0x3F80_8001)) == Float(bitPattern: 0x3F81_0000))
+        #expect(bf16Round(-2.5) == -2.5)
+        #expect(bf16Round(.nan).isNaN)
+        #expect(bf16Round(.greatestFiniteMagnitude) == .infinity)
+    }
+
+    @Test func bf16PoolingRoundsTheFp32Quotient() {
+        // (0 + 1 + 1)/3 = 0.6666667 (0x3F2AAAAB) → bf16 0x3F2B = 0.66796875.
+        #expect(pool([1, 1, 1], kernel: 3, pooling: .avg, numerics: .fp32) == [2 / Float(3), 1, 2 / Float(3)])
+        #expect(pool([1, 1, 1], kernel: 3, pooling: .avg, numerics: .bf16Reference) == [0.66796875, 1, 0.66796875])
+    }
+
+    @Test func bf16BoostRoundsEveryTensorOp() {
+        // Norms 3, 4, 5: mean 4, std 1, z = −1, 0, 1; 2·softmax(z) = 0.1801, 0.4895, 1.3305, whose
+        // softmax output rounds to bf16 before the × 2 (torch: 0.1796875, 0.490234375, 1.328125).
+        #expect(spatialBoostBF16(norms: [3, 4, 5], alpha: 2, temperature: 1) == [0.1796875, 0.490234375, 1.328125])
+        // Norms 3, 4, 5, 9 at T_s = 3.5: mean 5.25, std 2.625 (both bf16); torch gives these four.
+        #expect(spatialBoostBF16(norms: [3, 4, 5, 9], alpha: 2, temperature: 3.5) == [0.37890625, 0.421875, 0.470703125, 0.7265625])
+        // fp32 path for comparison: not rounded.
+        #expect(spatialBoost(norms: [3, 4, 5], alpha: 2, temperature: 1) != [0.1796875, 0.490234375, 1.328125])
+    }
+
+    @Test func windowSumsAreDerivedFromRawRowsWhenTheWindowWasNotRecorded() throws {
+        // win_rows holds the last 3 rows; window 2 = rows 1 and 2 summed; windows recorded: [8].
+        let l = 5
+        var header = Fixture.header()
+        header.windowSizes = [8]
+        header.winRowsMax = 3
+        var s = Fixture.step(length: l)
+        var flat: [Float] = []
+        for h in 0..<4 { for r in 0..<3 { for j in 0..<l { flat.append(Float(100 * h + 10 * r + j)) } } }
+        Fixture.add(&s, TraceField.winRows, layer: 0, Tensor(floats: flat, shape: [4, 3, l]))
+        let notes = PolicyNotes()
+        let fields = try StepFields(policy: "t", input: PolicyStepInput(header: header, step: s, budget: .percent(50), notes: notes))
+        let rows = try fields.windowSums(layer: 0, window: 2, columns: 4)
+        // head h, column j: (100h + 10 + j) + (100h + 20 + j).
+        var expected: [[Float]] = []
+        for h in 0..<4 { expected.append((0..<4).map { j in Float(200 * h + 30 + 2 * j) }) }
+        #expect(rows == expected)
+        #expect(notes.all.isEmpty)
+        // Window 4 > W = 3: not derivable; no win_sum chunk for window 8 either → missingChunk.
+        #expect(throws: PolicyError.self) { try fields.windowSums(layer: 0, window: 4, columns: 4) }
+    }
+
+    @Test func aWindowOfAtLeastLRowsIsAnyRecordedWindowOfAtLeastL() throws {
+        // L = 5: windows 6 and 8 both sum all 5 rows, so the recorded window 8 is exact for 6.
+        var header = Fixture.header()
+        header.windowSizes = [8]
+        var s = Fixture.step(length: 5)
+        Fixture.add(&s, TraceField.winSum, layer: 0, Fixture.winSum([[Float]](repeating: [1, 2, 3, 4, 5], count: 4), windows: 1))
+        let notes = PolicyNotes()
+        let fields = try StepFields(policy: "t", input: PolicyStepInput(header: header, step: s, budget: .percent(50), notes: notes))
+        #expect(try fields.windowSums(layer: 0, window: 6, columns: 5)[0] == [1, 2, 3, 4, 5])
+        #expect(notes.all.isEmpty)
+    }
+
+    @Test func shortPromptsFallBackToTheNearestRecordedWindowWithANote() throws {
+        // L = 12 at 50 %: C = 6, w_eff = min(8, 4) = 4, but only window 8 was recorded.
+        var header = Fixture.header()
+        header.windowSizes = [8]
+        var s = Fixture.step(length: 12)
+        let row: [Float] = [0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.05, 0.6, 0, 0, 0, 0]
+        Fixture.add(&s, TraceField.winSum, layer: 0, Fixture.winSum([[Float]](repeating: row, count: 4), windows: 1))
+        Fixture.add(&s, TraceField.winSum, layer: 1, Fixture.winSum([[Float]](repeating: row, count: 4), windows: 1))
+        let notes = PolicyNotes()
+        let out = try SnapKVPolicy(kernel: 1).compress(
+            PolicyStepInput(header: header, step: s, budget: .percent(50), notes: notes), state: .empty)
+        // Past [0, 8): top-2 of the window-8 sums are 1 and 3; window [8, 12).
+        #expect(out.layers[0].keptIndices.allSatisfy { $0 == [1, 3, 8, 9, 10, 11] })
+        #expect(notes.all.count == 1 && notes.all[0].contains("window 4") && notes.all[0].contains("window-8 sums"))
+    }
+}

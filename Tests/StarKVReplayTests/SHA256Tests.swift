@@ -9,16 +9,38 @@ import Testing
         ("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"),
     ])
     func digestMatchesNISTVectors(input: String, hex: String) {
-        var h = SHA256()
-        h.update(input)
-        #expect(h.finalize() == hex)
+        for hardware in [false, true] {
+            var h = SHA256(hardware: hardware)
+            h.update(input)
+            #expect(h.finalize() == hex, "hardware: \(hardware)")
+        }
+    }
+
+    @Test func shaExtensionsAndPortablePathGiveTheSameDigestForEveryLengthAndSplit() {
+        // Lengths 0…300 cover 0–4 whole blocks with every tail length; each input is fed in two
+        // pieces split at a length-dependent point so partial blocks meet whole ones.
+        var rng: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for length in 0...300 {
+            var bytes = [UInt8](repeating: 0, count: length)
+            for i in 0..<length {
+                rng = rng &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                bytes[i] = UInt8(truncatingIfNeeded: rng >> 56)
+            }
+            let split = (length * 7) / 11
+            var portable = SHA256(hardware: false), hardware = SHA256(hardware: true)
+            portable.update(bytes[..<split]); portable.update(bytes[split...])
+            hardware.update(bytes[..<split]); hardware.update(bytes[split...])
+            #expect(portable.finalize() == hardware.finalize(), "length \(length)")
+        }
     }
 
     @Test func millionAsDigest() {
-        var h = SHA256()
-        let chunk = [UInt8](repeating: UInt8(ascii: "a"), count: 1000)
-        for _ in 0..<1000 { h.update(chunk) }
-        #expect(h.finalize() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
+        for hardware in [false, true] {
+            var h = SHA256(hardware: hardware)
+            let chunk = [UInt8](repeating: UInt8(ascii: "a"), count: 1000)
+            for _ in 0..<1000 { h.update(chunk) }
+            #expect(h.finalize() == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0", "hardware: \(hardware)")
+        }
     }
 
     @Test func incrementalFeedingEqualsOneShot() {

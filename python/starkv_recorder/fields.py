@@ -13,8 +13,15 @@ order. With only core fields it computes just the last max(window_sizes) rows.
 No model is needed: any engine that can hand over post-RoPE q/k of a layer can record through
 `starkv_recorder.format.TraceWriter` with these functions.
 
-Numerics: q and k are upcast to fp32 before q.k (the reference GPU runs compute q.k in bf16 and
-softmax in fp32, then cast the probabilities to bf16); we store the fp32 probabilities' sums.
+Numerics (docs/algorithms.md §1.5): with `numerics="fp32"` (default) q and k are upcast to fp32
+before q.k and the fp32 probabilities are summed. With `numerics="bf16-reference"` the window
+block follows the reference kernels' dtype flow (`update_kv` of the STaR-KV / GUI-KV clusters):
+q.k in bf16, divided by sqrt(d) in bf16, the window's causal mask added, softmax in fp32 cast back
+to bf16, and the window rows summed into a bf16 tensor (`.sum(dim=-2)`) — computed separately for
+every recorded window, as the reference does for its one window; `colsum_postvis` is the same
+sum over the post-vision rows (VL-Cache), `win_rows` those bf16 probabilities (stored as f16:
+exact for probabilities >= 2^-14) and `hid_norm` the bf16 norm of the bf16 hidden state.
+The stored f32 values are then exactly bf16 values. Other fields stay fp32.
 Results are deterministic for a given device and torch build (fixed chunking, fixed reduction
 order over chunks); torch reductions inside a chunk are not guaranteed bit-identical across
 devices or thread counts.
@@ -114,12 +121,42 @@ def _causal_probs(qg, kg, row0: int, row1: int, scale: float):
     return torch.softmax(s, dim=-1)
 
 
+NUMERICS = ("fp32", "bf16-reference")
+
+
+def reference_window_probs(q, k, window: int):
+    """bf16 probabilities [G, w, L] of the last w query rows of one KV group in the reference's
+    dtype flow (docs/algorithms.md §1.4 steps 1-2): q.k in bf16 / sqrt(d), the window's causal mask
+    added, fp32 softmax cast to bf16."""
+    _need_torch()
+    L, d = k.shape
+    w = max(1, min(int(window), L))
+    qb = q[:, L - w:].to(torch.bfloat16)
+    kb = k.to(torch.bfloat16)
+    logits = torch.matmul(qb, kb.transpose(0, 1)) / math.sqrt(d)            # bf16 [G, w, L]
+    mask = torch.full((w, w), torch.finfo(logits.dtype).min, device=logits.device)
+    cond = torch.arange(w, device=logits.device)
+    mask.masked_fill_(cond < (cond + 1).view(w, 1), 0)
+    logits[:, :, L - w:] += mask.to(logits.dtype)
+    return torch.softmax(logits, dim=-1, dtype=torch.float32).to(torch.bfloat16)
+
+
+def reference_window_sums(q, k, window: int):
+    """The reference's window sums for one KV group, in its dtype flow (bf16): q [G, L, d] and
+    k [L, d] are cast to bf16; returns a bf16 tensor [G, L] whose first L - w columns are the
+    sum over the last w query rows of the bf16 probabilities and whose last w columns are the same
+    sums over the window's own (causally masked) keys. Mirrors `STARKVGroupCluster.update_kv` /
+    `SnapKVCluster.update_kv` up to the `.sum(dim=-2)` (docs/algorithms.md §1.4 steps 1-3)."""
+    return reference_window_probs(q, k, window).sum(dim=-2)                  # bf16 [G, L]
+
+
 def compute_layer_fields(queries, keys, hidden_states, image_spans: Sequence[tuple[int, int]],
                          post_vision_start: int, *, fields: str | Iterable[str] = "standard",
                          window_sizes: Sequence[int] = DEFAULT_WINDOW_SIZES, win_rows_max: int = 0,
                          guikv_rank: int = GUIKV_RANK, scaling: float | None = None,
                          chunk_rows: int = 512, max_chunk_bytes: int = 256 * 2**20,
-                         win_sum_dtype=np.float32, guikv_resid_dtype=np.float32) -> dict[str, np.ndarray]:
+                         win_sum_dtype=np.float32, guikv_resid_dtype=np.float32,
+                         numerics: str = "fp32") -> dict[str, np.ndarray]:
     """Fields of one decoder layer at prefill, as numpy arrays keyed by catalog name.
 
     Args:
@@ -135,12 +172,17 @@ def compute_layer_fields(queries, keys, hidden_states, image_spans: Sequence[tup
       scaling: score scale, default 1/sqrt(d).
       chunk_rows, max_chunk_bytes: query-row chunking of the all-row pass (memory bound:
         G * rows * L * 4 bytes per chunk, G = H / Hkv).
+      numerics: "fp32" or "bf16-reference" (the reference's dtype flow for win_sum,
+        colsum_postvis and hid_norm; see the module docstring).
 
     Returns: {field: array} with the FORMAT.md shapes: win_sum [NW, H, L], hid_norm [V],
       guikv_resid [Hkv, Vprev] (only with >= 2 images), colsum_all / colsum_postvis [H, L] f32,
       count_gt_001 [H] i64, n_valid [1] i64, win_rows [H, W, L] f16.
     """
     _need_torch()
+    if numerics not in NUMERICS:
+        raise FieldComputationError(f"numerics {numerics!r}: use one of {', '.join(NUMERICS)}")
+    bf16 = numerics == "bf16-reference"
     names = set(resolve_fields(fields))
     q, k = queries, keys
     hidden = hidden_states
@@ -207,6 +249,17 @@ def compute_layer_fields(queries, keys, hidden_states, image_spans: Sequence[tup
                 if W:
                     n = min(W, Wb)
                     win_rows[hs, W - n:, :b] = p[:, Wb - n:]
+    if bf16 and (want_win or COLSUM_POSTVIS in names or W):
+        for g in range(Hkv):
+            hs = slice(g * G, (g + 1) * G)
+            if W:
+                n = min(W, L)
+                win_rows[hs, W - n:] = reference_window_probs(q[hs], k[g], n).float()
+            if want_win:
+                for wi, w in enumerate(window_sizes):
+                    win_sum[wi, hs] = reference_window_sums(q[hs], k[g], int(w)).float()
+            if COLSUM_POSTVIS in names:
+                col_pv[hs] = reference_window_sums(q[hs], k[g], L - e_star).float()
     if want_win:
         out[WIN_SUM] = win_sum.cpu().numpy().astype(win_sum_dtype)
     if W:
@@ -226,7 +279,8 @@ def compute_layer_fields(queries, keys, hidden_states, image_spans: Sequence[tup
             raise FieldComputationError("hid_norm requested but no hidden states were given")
         if spans:
             idx = torch.cat([torch.arange(s, e, device=hidden.device) for s, e in spans])
-            out[HID_NORM] = torch.linalg.vector_norm(hidden[idx].float(), dim=-1).cpu().numpy().astype(np.float32)
+            hv = hidden[idx].to(torch.bfloat16) if bf16 else hidden[idx].float()
+            out[HID_NORM] = torch.linalg.vector_norm(hv, dim=-1).float().cpu().numpy().astype(np.float32)
         else:
             out[HID_NORM] = np.zeros(0, dtype=np.float32)
     if GUIKV_RESID in names and len(spans) >= 2:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ._proto import trace_pb2 as pb
 from .errors import RecorderError
-from .fields import (DEFAULT_WINDOW_SIZES, DecodeAttentionSum, compute_layer_fields, fidelity_of,
+from .fields import (DEFAULT_WINDOW_SIZES, NUMERICS, DecodeAttentionSum, compute_layer_fields, fidelity_of,
                      resolve_fields)
 from .format import (DECODE_ATTN_SUM, GUIKV_RESID, Chunk, Step, TraceWriter, make_header)
 from .tokens import SpecialTokens, image_entries, image_spans, post_vision_start, token_types
@@ -125,6 +125,9 @@ class Recorder:
       special_tokens: override the ChatML / vision token ids (e.g. for OpenCUA's media tokens).
       screen_size, image_slots, max_new_tokens, benchmark: AgentLoop facts for the header.
       chunk_rows: query rows per chunk of the all-row scoring pass (memory bound).
+      numerics: "fp32" (default) or "bf16-reference": compute win_sum, colsum_postvis and hid_norm
+        with the reference kernels' bf16 dtype flow (docs/algorithms.md §1.5); written to the
+        header so that `starkv replay` follows the same numerics.
     """
 
     def __init__(self, path: str | os.PathLike, model, processor, *, fields: str | Sequence[str] = "standard",
@@ -133,7 +136,8 @@ class Recorder:
                  model_id: str | None = None, screen_size: tuple[int, int] | None = None,
                  image_slots: int = 0, max_new_tokens: int = 0, benchmark: str = "",
                  chunk_rows: int = 512, win_sum_dtype: str = "f32", compress: bool = True,
-                 metadata: Mapping[str, str] | None = None, command_line: str = ""):
+                 metadata: Mapping[str, str] | None = None, command_line: str = "",
+                 numerics: str = "fp32"):
         if torch is None:
             raise RecorderError("the recorder needs torch: pip install 'starkv-recorder[torch]'")
         self.path = os.fspath(path)
@@ -147,6 +151,9 @@ class Recorder:
             raise RecorderError(f"win_sum_dtype {win_sum_dtype!r}: use 'f32' or 'f16'")
         self._win_sum_dtype = np.float32 if win_sum_dtype == "f32" else np.float16
         self.chunk_rows = int(chunk_rows)
+        if numerics not in NUMERICS:
+            raise RecorderError(f"numerics {numerics!r}: use one of {', '.join(NUMERICS)}")
+        self.numerics = numerics
         self.layers = find_attention_layers(model)
         self._layer_of = {id(m): i for i, m in enumerate(self.layers)}
         tok = getattr(processor, "tokenizer", processor)
@@ -169,6 +176,8 @@ class Recorder:
         self._writer: TraceWriter | None = None
         self._header = self._make_header(model_id, screen_size, image_slots, max_new_tokens, benchmark,
                                          metadata, command_line or " ".join(sys.argv))
+        if numerics != "fp32":
+            self._header.numerics = numerics
         self._compress = compress
         self.steps_written = 0
 
@@ -341,7 +350,7 @@ class Recorder:
                     query[0], key[0], None if hidden is None else hidden[0], st.spans, st.e_star,
                     fields=[f for f in self.fields if f != DECODE_ATTN_SUM], window_sizes=self.window_sizes,
                     win_rows_max=self.win_rows_max, scaling=scaling, chunk_rows=self.chunk_rows,
-                    win_sum_dtype=self._win_sum_dtype)
+                    win_sum_dtype=self._win_sum_dtype, numerics=self.numerics)
             elif qlen == 1 and klen > st.L:
                 if DECODE_ATTN_SUM in self.fields:
                     acc = st.decode[layer]

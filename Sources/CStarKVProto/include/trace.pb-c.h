@@ -259,10 +259,17 @@ struct  Starkv__Trace__V1__TraceHeader
    * rows stored in win_rows (0 if absent)
    */
   uint32_t win_rows_max;
+  /*
+   * Dtype flow the recorder followed (docs/algorithms.md §1.5): "" or "fp32" = fp32 probabilities
+   * and fp32 sums; "bf16-reference" = probabilities rounded to the model dtype before the window
+   * sum and sums rounded to it, as the reference kernels do. Replay follows the same numerics
+   * unless overridden (`starkv replay --numerics`).
+   */
+  char *numerics;
 };
 #define STARKV__TRACE__V1__TRACE_HEADER__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&starkv__trace__v1__trace_header__descriptor) \
-    , NULL, NULL, STARKV__TRACE__V1__FIDELITY__FIDELITY_UNSPECIFIED, 0,NULL, 0,NULL, NULL, 0,NULL, 0 }
+    , NULL, NULL, STARKV__TRACE__V1__FIDELITY__FIDELITY_UNSPECIFIED, 0,NULL, 0,NULL, NULL, 0,NULL, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Starkv__Trace__V1__ImageEntry

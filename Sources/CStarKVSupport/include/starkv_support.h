@@ -2,6 +2,7 @@
 #define STARKV_SUPPORT_H
 #include <stddef.h>
 #include <stdint.h>
+#include "starkv_sha256.h"
 
 /// CRC32C (Castagnoli, reflected 0x82F63B78). `crc` is the running value: pass 0 for a new
 /// checksum and the previous result to continue. Uses SSE4.2 where the CPU has it.

@@ -105,9 +105,18 @@ public struct GUIKVPolicy: KVPolicy {
             if alpha > 0, let cur = current, cur.length > 0 {
                 let norms = try fields.hiddenNorms(layer: layer)
                 let off = currentFrameNormOffset(step)
-                let beta = spatialBoost(norms: norms[off..<(off + cur.length)], alpha: alpha, temperature: temperature)
-                for hh in 0..<h {
-                    for u in 0..<cur.length where cur.spanStart + u < past { heads[hh][cur.spanStart + u] += beta[u] }
+                if input.numerics == .bf16Reference {
+                    let beta = spatialBoostBF16(norms: norms[off..<(off + cur.length)], alpha: alpha, temperature: temperature)
+                    for hh in 0..<h {
+                        for u in 0..<cur.length where cur.spanStart + u < past {
+                            heads[hh][cur.spanStart + u] = bf16Round(heads[hh][cur.spanStart + u] + beta[u])
+                        }
+                    }
+                } else {
+                    let beta = spatialBoost(norms: norms[off..<(off + cur.length)], alpha: alpha, temperature: temperature)
+                    for hh in 0..<h {
+                        for u in 0..<cur.length where cur.spanStart + u < past { heads[hh][cur.spanStart + u] += beta[u] }
+                    }
                 }
             }
             if temporal, multiImage, zeroCount > 0 {

@@ -36,15 +36,33 @@ public struct VLCachePolicy: KVPolicy {
 
     public var requiredFields: [String] { [TraceField.colsumPostvis, TraceField.countGt001, TraceField.nValid] }
 
-    /// Per-layer token budgets from per-layer densities `1 − γ_ℓ` (docs/algorithms.md §9).
-    static func layerBudgets(densities: [Double], capacity c: Int) -> [Int] {
-        let n = densities.count
-        var total = 0.0
-        for d in densities { total += d }
-        return densities.map { d in
-            let share = total > 0 ? min(1, max(0.001, d / total)) : 1 / Double(n)
-            let b = (Double(c) * Double(n) * share).rounded(.down)
-            return b.isFinite ? Int(b) : 0
+    /// Per-layer token budgets as the reference computes them (docs/algorithms.md §9 steps 1–3),
+    /// in float32: per head the share of post-vision entries above 0.01 is `count × (1/n_valid)`
+    /// (CUDA's mean: fp32 sum times the fp32 reciprocal), γ_h = 1 − share in Python floats, the
+    /// layer's γ is the fp32 mean of the fp32-rounded γ_h; then `Z = Σ(1 − γ_ℓ)`,
+    /// `β_ℓ = clamp((1 − γ_ℓ)/Z, 0.001, 1)` and `budget_ℓ = trunc(fp32(C·N_l) · β_ℓ)` — all fp32,
+    /// sums in layer / head order. A degenerate Z (0 or not finite; the reference would produce
+    /// NaN budgets) gives every layer the share 1/N_l.
+    static func layerBudgets(counts: [[Int64]], valid: [Int64], capacity c: Int) -> [Int] {
+        let n = counts.count
+        var oneMinusGamma: [Float] = []
+        for (layer, heads) in counts.enumerated() {
+            let inv = Float(1) / Float(valid[layer])
+            var sum: Float = 0
+            for x in heads {
+                let share = Float(x) * inv
+                sum += Float(1.0 - Double(share))
+            }
+            let gamma = sum / Float(max(1, heads.count))
+            oneMinusGamma.append(Float(1) - gamma)
+        }
+        var z: Float = 0
+        for d in oneMinusGamma { z += d }
+        let total = Float(c * n)
+        return oneMinusGamma.map { d in
+            let beta: Float = (z > 0 && z.isFinite) ? min(Float(1.0), max(Float(0.001), d / z)) : Float(1) / Float(n)
+            let b = (total * beta).rounded(.towardZero)
+            return b.isFinite ? Int(max(0, min(b, Float(Int32.max)))) : 0
         }
     }
 
@@ -54,24 +72,24 @@ public struct VLCachePolicy: KVPolicy {
         let l = step.promptLength
         let m = input.header.model
         let nl = fields.numLayers, h = fields.numHeads
+        let bf16 = input.numerics == .bf16Reference
+        // No early exit: the reference compresses every layer whose budget is below L, even at
+        // budgets ≥ 100 % (docs/algorithms.md §9 step 3).
         let c = input.budget.capacity(promptLength: l)
-        guard c < l else {
-            return PolicyStepOutput(layers: (0..<nl).map { LayerSelection.keepAll(layer: $0, promptLength: l) }, scoringFLOPs: 0, state: state)
-        }
         // e*: the last image's <|vision_end|> position (its span end); no image → a plain window.
         let visionEnd = step.images.last.map(\.spanEnd) ?? max(0, l - min(fallbackWindow, l))
-        var densities: [Double] = []
+        var counts: [[Int64]] = []
+        var valids: [Int64] = []
         for layer in 0..<nl {
-            let counts = try fields.integers(TraceField.countGt001, layer: layer, count: h)
+            let cnt = try fields.integers(TraceField.countGt001, layer: layer, count: h)
             let valid = try fields.integers(TraceField.nValid, layer: layer, count: 1)[0]
             guard valid > 0 else {
                 throw PolicyError.badValue(policy: Self.policyName, field: TraceField.nValid, layer: layer, episode: step.episodeID, step: step.stepIndex, reason: "n_valid is \(valid); need a positive count of causal post-vision entries")
             }
-            var sum = 0.0
-            for x in counts { sum += Double(x) / Double(valid) }
-            densities.append(sum / Double(h))
+            counts.append(cnt)
+            valids.append(valid)
         }
-        let budgets = Self.layerBudgets(densities: densities, capacity: c)
+        let budgets = Self.layerBudgets(counts: counts, valid: valids, capacity: c)
         var layers: [LayerSelection] = []
         let fullWindow = l - visionEnd
         for layer in 0..<nl {
@@ -80,22 +98,37 @@ public struct VLCachePolicy: KVPolicy {
                 layers.append(LayerSelection.keepAll(layer: layer, promptLength: l))
                 continue
             }
-            var win = fullWindow
-            var cap: Int
-            if budget > win {
-                cap = budget - win
+            let win: Int
+            let cap: Int
+            var rows: [[Float]]? = nil
+            if budget > fullWindow {
+                // The whole post-vision block is the window; its column sums score [0, e*).
+                win = fullWindow
+                cap = budget - fullWindow
             } else {
-                // Reference: capacity 1 and window budget − 1 (scores then come from the last
-                // budget − 1 rows; here from the post-vision sums truncated to [0, L − w)).
-                cap = 1
+                // Reference fallback: capacity 1 and a window of the last budget − 1 rows, whose
+                // attention is recomputed (docs/algorithms.md §9 step 5). The trace holds those
+                // sums when budget − 1 is a recorded win_sum window or ≤ win_rows' W.
                 win = max(0, budget - 1)
+                cap = 1
+                if win >= 1 {
+                    rows = try fields.exactWindowSums(layer: layer, window: win, columns: l - win)
+                    if rows == nil {
+                        input.notes?.add(
+                            "vlcache: some layers fall back to a window of budget − 1 rows that the trace does not hold (record win_rows with W at least the post-vision length); they score with the post-vision column sums truncated to [0, L − w) instead (an approximation).")
+                    }
+                } else {
+                    input.notes?.add(
+                        "vlcache: some layer budgets are ≤ 1 token, where the reference fails (a window of budget − 1 ≤ 0 rows); StarKV keeps the top-1 position by post-vision column sums there.")
+                }
             }
             let past = l - win
-            cap = max(0, cap)
-            let rows = try fields.headRows(TraceField.colsumPostvis, layer: layer, columns: past)
-            let kept = rows.map { r -> [Int32] in
-                let pooled = pool(r, kernel: kernel, pooling: pooling)
-                return withWindow(topKAscending(pooled, count: min(cap, past)), past: past, promptLength: l)
+            let scores = try rows ?? fields.headRows(TraceField.colsumPostvis, layer: layer, columns: past).map { r in
+                bf16 ? r.map(bf16Round) : r
+            }
+            let kept = scores.map { r -> [Int32] in
+                let pooled = pool(r, kernel: kernel, pooling: pooling, numerics: input.numerics)
+                return withWindow(topKAscending(pooled, count: min(max(0, cap), past)), past: past, promptLength: l)
             }
             layers.append(LayerSelection(layer: layer, granularity: .queryHead, keptIndices: kept, capacityTokens: budget, windowTokens: win, compressed: true))
         }

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0btrace.proto\x12\x0fstarkv.trace.v1\"\xe1\x01\n\rModelGeometry\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nnum_layers\x18\x02 \x01(\r\x12\x17\n\x0fnum_query_heads\x18\x03 \x01(\r\x12\x14\n\x0cnum_kv_heads\x18\x04 \x01(\r\x12\x10\n\x08head_dim\x18\x05 \x01(\r\x12\x13\n\x0bhidden_size\x18\x06 \x01(\r\x12\x12\n\nvocab_size\x18\x07 \x01(\r\x12%\n\x05\x64type\x18\x08 \x01(\x0e\x32\x16.starkv.trace.v1.DType\x12\x19\n\x11intermediate_size\x18\t \x01(\r\"Q\n\x0cRecorderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x14\n\x0c\x63ommand_line\x18\x04 \x01(\t\"\xfa\x01\n\tAgentLoop\x12\x1b\n\x13\x61ttn_implementation\x18\x01 \x01(\t\x12\"\n\x1avision_attn_implementation\x18\x02 \x01(\t\x12\x17\n\x0fstored_kv_heads\x18\x03 \x01(\r\x12\x14\n\x0cscreen_width\x18\x04 \x01(\r\x12\x15\n\rscreen_height\x18\x05 \x01(\r\x12\x12\n\nmin_pixels\x18\x06 \x01(\x04\x12\x12\n\nmax_pixels\x18\x07 \x01(\x04\x12\x13\n\x0bimage_slots\x18\x08 \x01(\r\x12\x16\n\x0emax_new_tokens\x18\t \x01(\r\x12\x11\n\tbenchmark\x18\n \x01(\t\"\xf0\x02\n\x0bTraceHeader\x12-\n\x05model\x18\x01 \x01(\x0b\x32\x1e.starkv.trace.v1.ModelGeometry\x12/\n\x08recorder\x18\x02 \x01(\x0b\x32\x1d.starkv.trace.v1.RecorderInfo\x12+\n\x08\x66idelity\x18\x03 \x01(\x0e\x32\x19.starkv.trace.v1.Fidelity\x12\x0e\n\x06\x66ields\x18\x04 \x03(\t\x12\x14\n\x0cwindow_sizes\x18\x05 \x03(\r\x12)\n\x05\x61gent\x18\x06 \x01(\x0b\x32\x1a.starkv.trace.v1.AgentLoop\x12<\n\x08metadata\x18\x07 \x03(\x0b\x32*.starkv.trace.v1.TraceHeader.MetadataEntry\x12\x14\n\x0cwin_rows_max\x18\x08 \x01(\r\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd5\x01\n\nImageEntry\x12\x12\n\nspan_start\x18\x01 \x01(\r\x12\x10\n\x08span_end\x18\x02 \x01(\r\x12\x0e\n\x06grid_t\x18\x03 \x01(\r\x12\x0e\n\x06grid_h\x18\x04 \x01(\r\x12\x0e\n\x06grid_w\x18\x05 \x01(\r\x12\x16\n\x0eoriginal_width\x18\x06 \x01(\r\x12\x17\n\x0foriginal_height\x18\x07 \x01(\r\x12\x15\n\rresized_width\x18\x08 \x01(\r\x12\x16\n\x0eresized_height\x18\t \x01(\r\x12\x11\n\tframe_age\x18\n \x01(\r\"\xee\x01\n\x0f\x43hunkDescriptor\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\x05\x12%\n\x05\x64type\x18\x03 \x01(\x0e\x32\x16.starkv.trace.v1.DType\x12\r\n\x05shape\x18\x04 \x03(\x04\x12\'\n\x06\x66ilter\x18\x05 \x01(\x0e\x32\x17.starkv.trace.v1.Filter\x12%\n\x05\x63odec\x18\x06 \x01(\x0e\x32\x16.starkv.trace.v1.Codec\x12\x11\n\traw_bytes\x18\x07 \x01(\x04\x12\x14\n\x0cstored_bytes\x18\x08 \x01(\x04\x12\x0e\n\x06\x63rc32c\x18\t \x01(\r\"\x82\x03\n\nStepRecord\x12\x12\n\nepisode_id\x18\x01 \x01(\t\x12\x12\n\nstep_index\x18\x02 \x01(\r\x12\r\n\x05reset\x18\x03 \x01(\x08\x12\x15\n\rprompt_length\x18\x04 \x01(\r\x12\x18\n\x10generated_tokens\x18\x05 \x01(\r\x12\x13\n\x0btoken_types\x18\x06 \x01(\x0c\x12\x11\n\ttoken_ids\x18\x07 \x03(\x05\x12+\n\x06images\x18\x08 \x03(\x0b\x32\x1b.starkv.trace.v1.ImageEntry\x12\x30\n\x06\x63hunks\x18\t \x03(\x0b\x32 .starkv.trace.v1.ChunkDescriptor\x12;\n\x08metadata\x18\n \x03(\x0b\x32).starkv.trace.v1.StepRecord.MetadataEntry\x12\x17\n\x0fstep_in_episode\x18\x0b \x01(\r\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"o\n\x0eStepIndexEntry\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x12\n\nstep_index\x18\x02 \x01(\r\x12\x12\n\nepisode_id\x18\x03 \x01(\t\x12\x15\n\rprompt_length\x18\x04 \x01(\r\x12\x0e\n\x06length\x18\x05 \x01(\x04\"\x85\x01\n\x0bTraceFooter\x12.\n\x05steps\x18\x01 \x03(\x0b\x32\x1f.starkv.trace.v1.StepIndexEntry\x12\x17\n\x0ftotal_raw_bytes\x18\x02 \x01(\x04\x12\x1a\n\x12total_stored_bytes\x18\x03 \x01(\x04\x12\x11\n\trecovered\x18\x04 \x01(\x08*\x87\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\r\n\tDTYPE_F16\x10\x01\x12\x0e\n\nDTYPE_BF16\x10\x02\x12\r\n\tDTYPE_F32\x10\x03\x12\r\n\tDTYPE_F64\x10\x04\x12\r\n\tDTYPE_I32\x10\x05\x12\r\n\tDTYPE_I64\x10\x06\x12\x0c\n\x08\x44TYPE_U8\x10\x07*2\n\x06\x46ilter\x12\x0f\n\x0b\x46ILTER_NONE\x10\x00\x12\x17\n\x13\x46ILTER_BYTE_SHUFFLE\x10\x01*\'\n\x05\x43odec\x12\x0e\n\nCODEC_NONE\x10\x00\x12\x0e\n\nCODEC_ZSTD\x10\x01*a\n\x08\x46idelity\x12\x18\n\x14\x46IDELITY_UNSPECIFIED\x10\x00\x12\x11\n\rFIDELITY_CORE\x10\x01\x12\x15\n\x11\x46IDELITY_STANDARD\x10\x02\x12\x11\n\rFIDELITY_FULL\x10\x03*\xa3\x01\n\tTokenType\x12\x10\n\x0cTOKEN_SYSTEM\x10\x00\x12\x12\n\x0eTOKEN_TEMPLATE\x10\x01\x12\x17\n\x13TOKEN_VISION_MARKER\x10\x02\x12\x10\n\x0cTOKEN_VISUAL\x10\x03\x12\x15\n\x11TOKEN_INSTRUCTION\x10\x04\x12\x11\n\rTOKEN_HISTORY\x10\x05\x12\x1b\n\x17TOKEN_GENERATION_PROMPT\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0btrace.proto\x12\x0fstarkv.trace.v1\"\xe1\x01\n\rModelGeometry\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nnum_layers\x18\x02 \x01(\r\x12\x17\n\x0fnum_query_heads\x18\x03 \x01(\r\x12\x14\n\x0cnum_kv_heads\x18\x04 \x01(\r\x12\x10\n\x08head_dim\x18\x05 \x01(\r\x12\x13\n\x0bhidden_size\x18\x06 \x01(\r\x12\x12\n\nvocab_size\x18\x07 \x01(\r\x12%\n\x05\x64type\x18\x08 \x01(\x0e\x32\x16.starkv.trace.v1.DType\x12\x19\n\x11intermediate_size\x18\t \x01(\r\"Q\n\x0cRecorderInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\x14\n\x0c\x63ommand_line\x18\x04 \x01(\t\"\xfa\x01\n\tAgentLoop\x12\x1b\n\x13\x61ttn_implementation\x18\x01 \x01(\t\x12\"\n\x1avision_attn_implementation\x18\x02 \x01(\t\x12\x17\n\x0fstored_kv_heads\x18\x03 \x01(\r\x12\x14\n\x0cscreen_width\x18\x04 \x01(\r\x12\x15\n\rscreen_height\x18\x05 \x01(\r\x12\x12\n\nmin_pixels\x18\x06 \x01(\x04\x12\x12\n\nmax_pixels\x18\x07 \x01(\x04\x12\x13\n\x0bimage_slots\x18\x08 \x01(\r\x12\x16\n\x0emax_new_tokens\x18\t \x01(\r\x12\x11\n\tbenchmark\x18\n \x01(\t\"\x82\x03\n\x0bTraceHeader\x12-\n\x05model\x18\x01 \x01(\x0b\x32\x1e.starkv.trace.v1.ModelGeometry\x12/\n\x08recorder\x18\x02 \x01(\x0b\x32\x1d.starkv.trace.v1.RecorderInfo\x12+\n\x08\x66idelity\x18\x03 \x01(\x0e\x32\x19.starkv.trace.v1.Fidelity\x12\x0e\n\x06\x66ields\x18\x04 \x03(\t\x12\x14\n\x0cwindow_sizes\x18\x05 \x03(\r\x12)\n\x05\x61gent\x18\x06 \x01(\x0b\x32\x1a.starkv.trace.v1.AgentLoop\x12<\n\x08metadata\x18\x07 \x03(\x0b\x32*.starkv.trace.v1.TraceHeader.MetadataEntry\x12\x14\n\x0cwin_rows_max\x18\x08 \x01(\r\x12\x10\n\x08numerics\x18\t \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd5\x01\n\nImageEntry\x12\x12\n\nspan_start\x18\x01 \x01(\r\x12\x10\n\x08span_end\x18\x02 \x01(\r\x12\x0e\n\x06grid_t\x18\x03 \x01(\r\x12\x0e\n\x06grid_h\x18\x04 \x01(\r\x12\x0e\n\x06grid_w\x18\x05 \x01(\r\x12\x16\n\x0eoriginal_width\x18\x06 \x01(\r\x12\x17\n\x0foriginal_height\x18\x07 \x01(\r\x12\x15\n\rresized_width\x18\x08 \x01(\r\x12\x16\n\x0eresized_height\x18\t \x01(\r\x12\x11\n\tframe_age\x18\n \x01(\r\"\xee\x01\n\x0f\x43hunkDescriptor\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05layer\x18\x02 \x01(\x05\x12%\n\x05\x64type\x18\x03 \x01(\x0e\x32\x16.starkv.trace.v1.DType\x12\r\n\x05shape\x18\x04 \x03(\x04\x12\'\n\x06\x66ilter\x18\x05 \x01(\x0e\x32\x17.starkv.trace.v1.Filter\x12%\n\x05\x63odec\x18\x06 \x01(\x0e\x32\x16.starkv.trace.v1.Codec\x12\x11\n\traw_bytes\x18\x07 \x01(\x04\x12\x14\n\x0cstored_bytes\x18\x08 \x01(\x04\x12\x0e\n\x06\x63rc32c\x18\t \x01(\r\"\x82\x03\n\nStepRecord\x12\x12\n\nepisode_id\x18\x01 \x01(\t\x12\x12\n\nstep_index\x18\x02 \x01(\r\x12\r\n\x05reset\x18\x03 \x01(\x08\x12\x15\n\rprompt_length\x18\x04 \x01(\r\x12\x18\n\x10generated_tokens\x18\x05 \x01(\r\x12\x13\n\x0btoken_types\x18\x06 \x01(\x0c\x12\x11\n\ttoken_ids\x18\x07 \x03(\x05\x12+\n\x06images\x18\x08 \x03(\x0b\x32\x1b.starkv.trace.v1.ImageEntry\x12\x30\n\x06\x63hunks\x18\t \x03(\x0b\x32 .starkv.trace.v1.ChunkDescriptor\x12;\n\x08metadata\x18\n \x03(\x0b\x32).starkv.trace.v1.StepRecord.MetadataEntry\x12\x17\n\x0fstep_in_episode\x18\x0b \x01(\r\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"o\n\x0eStepIndexEntry\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x12\n\nstep_index\x18\x02 \x01(\r\x12\x12\n\nepisode_id\x18\x03 \x01(\t\x12\x15\n\rprompt_length\x18\x04 \x01(\r\x12\x0e\n\x06length\x18\x05 \x01(\x04\"\x85\x01\n\x0bTraceFooter\x12.\n\x05steps\x18\x01 \x03(\x0b\x32\x1f.starkv.trace.v1.StepIndexEntry\x12\x17\n\x0ftotal_raw_bytes\x18\x02 \x01(\x04\x12\x1a\n\x12total_stored_bytes\x18\x03 \x01(\x04\x12\x11\n\trecovered\x18\x04 \x01(\x08*\x87\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\r\n\tDTYPE_F16\x10\x01\x12\x0e\n\nDTYPE_BF16\x10\x02\x12\r\n\tDTYPE_F32\x10\x03\x12\r\n\tDTYPE_F64\x10\x04\x12\r\n\tDTYPE_I32\x10\x05\x12\r\n\tDTYPE_I64\x10\x06\x12\x0c\n\x08\x44TYPE_U8\x10\x07*2\n\x06\x46ilter\x12\x0f\n\x0b\x46ILTER_NONE\x10\x00\x12\x17\n\x13\x46ILTER_BYTE_SHUFFLE\x10\x01*\'\n\x05\x43odec\x12\x0e\n\nCODEC_NONE\x10\x00\x12\x0e\n\nCODEC_ZSTD\x10\x01*a\n\x08\x46idelity\x12\x18\n\x14\x46IDELITY_UNSPECIFIED\x10\x00\x12\x11\n\rFIDELITY_CORE\x10\x01\x12\x15\n\x11\x46IDELITY_STANDARD\x10\x02\x12\x11\n\rFIDELITY_FULL\x10\x03*\xa3\x01\n\tTokenType\x12\x10\n\x0cTOKEN_SYSTEM\x10\x00\x12\x12\n\x0eTOKEN_TEMPLATE\x10\x01\x12\x17\n\x13TOKEN_VISION_MARKER\x10\x02\x12\x10\n\x0cTOKEN_VISUAL\x10\x03\x12\x15\n\x11TOKEN_INSTRUCTION\x10\x04\x12\x11\n\rTOKEN_HISTORY\x10\x05\x12\x1b\n\x17TOKEN_GENERATION_PROMPT\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,16 +35,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRACEHEADER_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_STEPRECORD_METADATAENTRY']._loaded_options = None
   _globals['_STEPRECORD_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_DTYPE']._serialized_start=2063
-  _globals['_DTYPE']._serialized_end=2198
-  _globals['_FILTER']._serialized_start=2200
-  _globals['_FILTER']._serialized_end=2250
-  _globals['_CODEC']._serialized_start=2252
-  _globals['_CODEC']._serialized_end=2291
-  _globals['_FIDELITY']._serialized_start=2293
-  _globals['_FIDELITY']._serialized_end=2390
-  _globals['_TOKENTYPE']._serialized_start=2393
-  _globals['_TOKENTYPE']._serialized_end=2556
+  _globals['_DTYPE']._serialized_start=2081
+  _globals['_DTYPE']._serialized_end=2216
+  _globals['_FILTER']._serialized_start=2218
+  _globals['_FILTER']._serialized_end=2268
+  _globals['_CODEC']._serialized_start=2270
+  _globals['_CODEC']._serialized_end=2309
+  _globals['_FIDELITY']._serialized_start=2311
+  _globals['_FIDELITY']._serialized_end=2408
+  _globals['_TOKENTYPE']._serialized_start=2411
+  _globals['_TOKENTYPE']._serialized_end=2574
   _globals['_MODELGEOMETRY']._serialized_start=33
   _globals['_MODELGEOMETRY']._serialized_end=258
   _globals['_RECORDERINFO']._serialized_start=260
@@ -52,19 +52,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTLOOP']._serialized_start=344
   _globals['_AGENTLOOP']._serialized_end=594
   _globals['_TRACEHEADER']._serialized_start=597
-  _globals['_TRACEHEADER']._serialized_end=965
-  _globals['_TRACEHEADER_METADATAENTRY']._serialized_start=918
-  _globals['_TRACEHEADER_METADATAENTRY']._serialized_end=965
-  _globals['_IMAGEENTRY']._serialized_start=968
-  _globals['_IMAGEENTRY']._serialized_end=1181
-  _globals['_CHUNKDESCRIPTOR']._serialized_start=1184
-  _globals['_CHUNKDESCRIPTOR']._serialized_end=1422
-  _globals['_STEPRECORD']._serialized_start=1425
-  _globals['_STEPRECORD']._serialized_end=1811
-  _globals['_STEPRECORD_METADATAENTRY']._serialized_start=918
-  _globals['_STEPRECORD_METADATAENTRY']._serialized_end=965
-  _globals['_STEPINDEXENTRY']._serialized_start=1813
-  _globals['_STEPINDEXENTRY']._serialized_end=1924
-  _globals['_TRACEFOOTER']._serialized_start=1927
-  _globals['_TRACEFOOTER']._serialized_end=2060
+  _globals['_TRACEHEADER']._serialized_end=983
+  _globals['_TRACEHEADER_METADATAENTRY']._serialized_start=936
+  _globals['_TRACEHEADER_METADATAENTRY']._serialized_end=983
+  _globals['_IMAGEENTRY']._serialized_start=986
+  _globals['_IMAGEENTRY']._serialized_end=1199
+  _globals['_CHUNKDESCRIPTOR']._serialized_start=1202
+  _globals['_CHUNKDESCRIPTOR']._serialized_end=1440
+  _globals['_STEPRECORD']._serialized_start=1443
+  _globals['_STEPRECORD']._serialized_end=1829
+  _globals['_STEPRECORD_METADATAENTRY']._serialized_start=936
+  _globals['_STEPRECORD_METADATAENTRY']._serialized_end=983
+  _globals['_STEPINDEXENTRY']._serialized_start=1831
+  _globals['_STEPINDEXENTRY']._serialized_end=1942
+  _globals['_TRACEFOOTER']._serialized_start=1945
+  _globals['_TRACEFOOTER']._serialized_end=2078
 # @@protoc_insertion_point(module_scope)

@@ -127,7 +127,7 @@ class AgentLoop(_message.Message):
     def __init__(self, attn_implementation: _Optional[str] = ..., vision_attn_implementation: _Optional[str] = ..., stored_kv_heads: _Optional[int] = ..., screen_width: _Optional[int] = ..., screen_height: _Optional[int] = ..., min_pixels: _Optional[int] = ..., max_pixels: _Optional[int] = ..., image_slots: _Optional[int] = ..., max_new_tokens: _Optional[int] = ..., benchmark: _Optional[str] = ...) -> None: ...
 
 class TraceHeader(_message.Message):
-    __slots__ = ("model", "recorder", "fidelity", "fields", "window_sizes", "agent", "metadata", "win_rows_max")
+    __slots__ = ("model", "recorder", "fidelity", "fields", "window_sizes", "agent", "metadata", "win_rows_max", "numerics")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +143,7 @@ class TraceHeader(_message.Message):
     AGENT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     WIN_ROWS_MAX_FIELD_NUMBER: _ClassVar[int]
+    NUMERICS_FIELD_NUMBER: _ClassVar[int]
     model: ModelGeometry
     recorder: RecorderInfo
     fidelity: Fidelity
@@ -151,7 +152,8 @@ class TraceHeader(_message.Message):
     agent: AgentLoop
     metadata: _containers.ScalarMap[str, str]
     win_rows_max: int
-    def __init__(self, model: _Optional[_Union[ModelGeometry, _Mapping]] = ..., recorder: _Optional[_Union[RecorderInfo, _Mapping]] = ..., fidelity: _Optional[_Union[Fidelity, str]] = ..., fields: _Optional[_Iterable[str]] = ..., window_sizes: _Optional[_Iterable[int]] = ..., agent: _Optional[_Union[AgentLoop, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., win_rows_max: _Optional[int] = ...) -> None: ...
+    numerics: str
+    def __init__(self, model: _Optional[_Union[ModelGeometry, _Mapping]] = ..., recorder: _Optional[_Union[RecorderInfo, _Mapping]] = ..., fidelity: _Optional[_Union[Fidelity, str]] = ..., fields: _Optional[_Iterable[str]] = ..., window_sizes: _Optional[_Iterable[int]] = ..., agent: _Optional[_Union[AgentLoop, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., win_rows_max: _Optional[int] = ..., numerics: _Optional[str] = ...) -> None: ...
 
 class ImageEntry(_message.Message):
     __slots__ = ("span_start", "span_end", "grid_t", "grid_h", "grid_w", "original_width", "original_height", "resized_width", "resized_height", "frame_age")
