@@ -57,14 +57,27 @@ public enum SweepOutput {
     /// Runs `units` of `plan` with `replay` and writes each into `directory/units/<id>`
     /// (atomically: a unit killed half way leaves only a hidden temporary directory). Trace
     /// paths resolve against `baseDirectory`. When the units are the whole plan, the merged files
-    /// are written too. `progress` is called after each unit with (done, total, unit).
+    /// are written too. With `resume`, a unit whose folder is already complete and consistent
+    /// (the checks of `merge`) is kept, not run again. `progress` is called after each unit with
+    /// (done, total, unit). Returns how many units ran and how many were kept.
+    @discardableResult
     public static func run(
         plan: SweepPlan, units: [SweepUnit], baseDirectory: String, directory: String,
-        replay: (SweepUnit, String) throws -> ReplayResults, progress: ((Int, Int, SweepUnit) -> Void)? = nil
-    ) throws {
+        resume: Bool = false, replay: (SweepUnit, String) throws -> ReplayResults,
+        progress: ((Int, Int, SweepUnit) -> Void)? = nil
+    ) throws -> (ran: Int, kept: Int) {
         try prepare(plan: plan, directory: directory)
         var hashes: [String: PendingFileHash] = [:]
+        var kept = 0
         for (k, unit) in units.enumerated() {
+            let unitDir = ((directory as NSString).appendingPathComponent("units") as NSString).appendingPathComponent(unit.id)
+            if resume, FileManager.default.fileExists(atPath: unitDir),
+                (try? loadUnit(unit, from: unitDir, plan: plan)) != nil
+            {
+                kept += 1
+                progress?(k + 1, units.count, unit)
+                continue
+            }
             let path = resolve(unit.trace, baseDirectory: baseDirectory)
             // Each trace is hashed once, on a background thread while its first unit replays.
             let pending = hashes[path] ?? PendingFileHash(path: path)
@@ -80,6 +93,7 @@ public enum SweepOutput {
         if Set(units.map(\.id)) == Set(plan.units.map(\.id)) {
             try merge(inputs: [directory], into: directory, writeUnits: false)
         }
+        return (units.count - kept, kept)
     }
 
     static func resolve(_ trace: String, baseDirectory: String) -> String {
@@ -182,26 +196,7 @@ public enum SweepOutput {
         var merged: [SweepResults.Unit] = []
         for unit in thePlan.units {
             let dir = ((owner[unit.id]! as NSString).appendingPathComponent("units") as NSString).appendingPathComponent(unit.id)
-            let manifest = try SweepJSON.decode(
-                SweepUnitManifest.self, path: (dir as NSString).appendingPathComponent("unit.json"), what: "sweep unit manifest")
-            let resultsPath = (dir as NSString).appendingPathComponent("results.json")
-            let results: ReplayResults
-            do { results = try ReportRenderer.load(resultsPath) } catch { throw SweepError.merge("unit \(unit.id): \(error)") }
-            guard manifest.unit == unit, manifest.fingerprint == thePlan.fingerprint else {
-                throw SweepError.merge("unit \(unit.id): \(dir)/unit.json describes another unit or sweep than plan.json")
-            }
-            let recomputed = Replay.digest(of: results)
-            guard results.digest == recomputed else {
-                throw SweepError.merge(
-                    "unit \(unit.id): \(resultsPath) says digest \(results.digest) but its kept sets and memory curves give \(recomputed)")
-            }
-            guard manifest.digest == results.digest else {
-                throw SweepError.merge("unit \(unit.id): unit.json digest \(manifest.digest) differs from results.json digest \(results.digest)")
-            }
-            guard results.provenance?.sweepUnit == unit.id, results.provenance?.traceSHA256 == manifest.traceSHA256 else {
-                throw SweepError.merge("unit \(unit.id): results.json provenance does not name this unit and trace")
-            }
-            merged.append(SweepResults.Unit(unit: unit, traceSHA256: manifest.traceSHA256, digest: results.digest, results: results))
+            merged.append(try loadUnit(unit, from: dir, plan: thePlan))
         }
         let sweep = SweepResults(
             fingerprint: thePlan.fingerprint,
@@ -243,6 +238,32 @@ public enum SweepOutput {
         ]
         for (name, text) in files { try AtomicFile.write(text, to: (directory as NSString).appendingPathComponent(name)) }
         return sweep
+    }
+
+    /// Loads one unit's folder and checks it: its manifest names this unit and plan, its
+    /// results.json digest equals the digest recomputed from its kept sets and memory curves and
+    /// the manifest's, and its provenance names the unit and trace.
+    static func loadUnit(_ unit: SweepUnit, from dir: String, plan: SweepPlan) throws -> SweepResults.Unit {
+        let manifest = try SweepJSON.decode(
+            SweepUnitManifest.self, path: (dir as NSString).appendingPathComponent("unit.json"), what: "sweep unit manifest")
+        let resultsPath = (dir as NSString).appendingPathComponent("results.json")
+        let results: ReplayResults
+        do { results = try ReportRenderer.load(resultsPath) } catch { throw SweepError.merge("unit \(unit.id): \(error)") }
+        guard manifest.unit == unit, manifest.fingerprint == plan.fingerprint else {
+            throw SweepError.merge("unit \(unit.id): \(dir)/unit.json describes another unit or sweep than plan.json")
+        }
+        let recomputed = Replay.digest(of: results)
+        guard results.digest == recomputed else {
+            throw SweepError.merge(
+                "unit \(unit.id): \(resultsPath) says digest \(results.digest) but its kept sets and memory curves give \(recomputed)")
+        }
+        guard manifest.digest == results.digest else {
+            throw SweepError.merge("unit \(unit.id): unit.json digest \(manifest.digest) differs from results.json digest \(results.digest)")
+        }
+        guard results.provenance?.sweepUnit == unit.id, results.provenance?.traceSHA256 == manifest.traceSHA256 else {
+            throw SweepError.merge("unit \(unit.id): results.json provenance does not name this unit and trace")
+        }
+        return SweepResults.Unit(unit: unit, traceSHA256: manifest.traceSHA256, digest: results.digest, results: results)
     }
 
     /// `digests.txt`: the sweep digest, then one line per unit: ID, replay digest, trace SHA-256, settings.

@@ -104,6 +104,8 @@ struct SweepRunCommand: ParsableCommand {
     @Option(help: "Output directory (shard directory, or the merged sweep when every unit runs).") var out: String
     @Option(help: "Worker threads per unit (default: the sweep file's 'threads', else every core; results are identical for any value).")
     var threads: Int?
+    @Flag(help: "Keep units already complete and consistent in --out (after a killed or timed-out run); run the rest.")
+    var resume = false
     @Flag(help: "No per-unit progress lines.") var quiet = false
 
     func run() throws {
@@ -124,8 +126,8 @@ struct SweepRunCommand: ParsableCommand {
         guard nThreads >= 1, nThreads <= 1024 else { throw ValidationError("--threads must be in 1...1024") }
         try SweepLoader.validate(plan: plan, base: base, units: units)
         let start = Date()
-        try SweepOutput.run(
-            plan: plan, units: units, baseDirectory: base, directory: out,
+        let (ran, kept) = try SweepOutput.run(
+            plan: plan, units: units, baseDirectory: base, directory: out, resume: resume,
             replay: { unit, path in
                 let header = try TraceReader(path: path).header
                 let request = try SweepLoader.request(plan: plan, unit: unit, tracePath: path, header: header, threads: nThreads)
@@ -138,7 +140,7 @@ struct SweepRunCommand: ParsableCommand {
                 }
             })
         let whole = Set(units.map(\.id)) == Set(plan.units.map(\.id))
-        print("\(units.count) of \(plan.units.count) units written to \(out)/units")
+        print("\(ran) of \(plan.units.count) units written to \(out)/units\(resume ? " (\(kept) already complete, kept)" : "")")
         if whole {
             let digests = (try? String(contentsOfFile: (out as NSString).appendingPathComponent("digests.txt"), encoding: .utf8)) ?? ""
             print("merged sweep: \(out)/index.html (sweep.json, steps.csv, runs.csv, digests.txt)")

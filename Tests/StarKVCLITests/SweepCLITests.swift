@@ -150,6 +150,25 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: dir + "/s1/sweep.json"))
     }
 
+    @Test func resumeRunsOnlyTheUnitsThatAreMissingOrDamaged() throws {
+        let dir = try Self.makeSweep()
+        let sweep = dir + "/sweep.toml"
+        let r = try CLI.run(["sweep", "run", sweep, "--out", dir + "/all", "--quiet"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let want = try Self.tree(dir + "/all")
+        let ids = try FileManager.default.contentsOfDirectory(atPath: dir + "/all/units").sorted()
+        // A run killed half way: one unit gone, another damaged, the merged files not written yet.
+        try FileManager.default.removeItem(atPath: dir + "/all/units/\(ids[0])")
+        try "{}".write(toFile: dir + "/all/units/\(ids[1])/unit.json", atomically: true, encoding: .utf8)
+        for f in ["sweep.json", "steps.csv", "runs.csv", "digests.txt", "index.html"] {
+            try FileManager.default.removeItem(atPath: dir + "/all/" + f)
+        }
+        let again = try CLI.run(["sweep", "run", sweep, "--out", dir + "/all", "--resume"])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stdout.contains("2 of 4 units written") && again.stdout.contains("2 already complete, kept"), "\(again.stdout)")
+        Self.expectSame(try Self.tree(dir + "/all"), want, "resumed run")
+    }
+
     @Test func planNamesABadPolicyOrGPUWithItsUnit() throws {
         let dir = try Self.makeSweep()
         let bad = try String(contentsOfFile: dir + "/sweep.toml", encoding: .utf8).replacingOccurrences(of: "a100-80gb", with: "b200-999gb")
