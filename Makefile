@@ -73,7 +73,7 @@ proto-check: deps
 # 28-head cache at 100 % vs 20 %) from the memory simulator alone.
 demo: build
 	$(BIN) inspect $(SAMPLE_TRACE)
-	$(BIN) replay $(SAMPLE_TRACE) --policies all --budgets 10,20,40,100 --out $(DEMO_OUT)
+	$(BIN) replay $(SAMPLE_TRACE) --policies all --budgets 10,20,40,100 --out $(DEMO_OUT) --force
 	$(BIN) memory --model qwen2.5-vl-7b --screen 3840x2160 --screenshots 1..5 --attn flash --kv-heads 28 --gpu h100-80gb
 	$(BIN) memory --model qwen2.5-vl-7b --screen 3840x2160 --screenshots 1..5 --attn flash --kv-heads 28 --budget 20 --gpu h100-80gb
 	@echo "demo report: $(DEMO_OUT)/report.html"
@@ -83,14 +83,14 @@ demo: build
 traces: build
 	mkdir -p traces
 	$(BIN) record synth --out $(SAMPLE_TRACE) --model tiny-vl --screen 1280x720 --steps 6 \
-	  --image-slots 2 --fields standard --window-sizes 8,16,32,64 --zstd-level 19 --seed 1 --quiet
+	  --image-slots 2 --fields standard --window-sizes 8,16,32,64 --zstd-level 19 --seed 1 --quiet --force
 
 # The realistic trajectory: Qwen2.5-VL-7B, 1920x1080, 10 steps, 5 screenshots (about 1.1 GB,
 # under a minute on one core); gitignored.
 traces-full: build
 	mkdir -p traces/generated
 	$(BIN) record synth --out traces/generated/qwen2.5-vl-7b-1920x1080-10step.starkv --model qwen2.5-vl-7b \
-	  --screen 1920x1080 --steps 10 --image-slots 5 --fields standard --seed 1
+	  --screen 1920x1080 --steps 10 --image-slots 5 --fields standard --seed 1 --force
 	$(BIN) inspect traces/generated/qwen2.5-vl-7b-1920x1080-10step.starkv
 
 # Benchmarks (figures and commands in benchmarks/*/README.md and README.md).

@@ -66,6 +66,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings),
+        // The reader's libFuzzer target (`make fuzz`); built normally it replays inputs.
+        .executableTarget(name: "starkv-fuzz", dependencies: ["StarKVTrace"], path: "Sources/starkv-fuzz"),
 
         // Tests mirror the modules.
         .testTarget(name: "StarKVModelTests", dependencies: ["StarKVModel"]),

@@ -15,6 +15,8 @@ public struct ReplayRequest: Sendable {
     /// Writes every kept set as JSON lines when set.
     public var dumpKeptPath: String?
     public var generator: String
+    /// Limits for reading the trace (the CLI's --max-chunk-mib).
+    public var readLimits: TraceReadLimits = .default
 
     public init(
         tracePath: String, policies: [PolicySpec], budgets: [KVBudget], loop: CacheLoop, memory: MemorySimulationConfig,
@@ -38,7 +40,7 @@ public enum Replay {
         guard !request.policies.isEmpty else { throw ReplayError.invalidRequest("no policies to replay") }
         guard !request.budgets.isEmpty else { throw ReplayError.invalidRequest("no budgets to replay") }
         let reader: TraceReader
-        do { reader = try TraceReader(path: request.tracePath) } catch let e as TraceError {
+        do { reader = try TraceReader(path: request.tracePath, limits: request.readLimits) } catch let e as TraceError {
             throw ReplayError.io("\(e)")
         }
         var memory = request.memory

@@ -248,6 +248,12 @@ public final class TraceReader {
         if case .corrupt(let offset, let note) = integrity {
             throw TraceError.malformed(TraceLocation(path: path, offset: offset), note)
         }
+        return try validateSteps()
+    }
+
+    /// Verifies every indexed step (checksums, zstd frames, shapes, finite values) without
+    /// judging the footer; `validate()` adds that.
+    func validateSteps() throws -> TraceValidationReport {
         var chunks = 0
         var raw: UInt64 = 0
         var stored: UInt64 = 0

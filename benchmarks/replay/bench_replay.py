@@ -49,7 +49,7 @@ def swift_replay_seconds(binary: str, trace: str, policy: str, budget: int, repe
     for _ in range(repeats):
         t0 = time.perf_counter()
         run([binary, "replay", trace, "--policies", policy, "--budgets", str(budget), "--threads", "1",
-             "--quiet", "--out", out])
+             "--quiet", "--force", "--out", out])
         best = min(best, time.perf_counter() - t0)
     return best
 
