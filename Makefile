@@ -13,7 +13,7 @@ PYTHON       ?= python3
 VENV          = .venv
 PY            = $(VENV)/bin/python
 
-.PHONY: deps build test test-swift test-python demo proto proto-check bench traces traces-full clean python-deps
+.PHONY: deps build test test-swift test-python demo proto proto-check bench traces traces-full clean python-deps fuzz fuzz-build fuzz-seeds validate-sweep
 
 # ---- set-up ---------------------------------------------------------------------------
 # Installs the Debian packages the build needs, only when one is missing.
@@ -98,6 +98,32 @@ bench: build python-deps
 	benchmarks/allocator/run.sh $(BIN)
 	$(PY) benchmarks/recorder/bench_recorder.py --reps 5 --new-tokens 16 --side 448 --layers 4 --threads 1
 	benchmarks/replay/run.sh $(BIN) $(PY)
+
+# ---- fuzzing ---------------------------------------------------------------------------
+# libFuzzer over the trace reader (Sources/starkv-fuzz, README "Fuzzing"): open from bytes, header,
+# every step, every chunk decode, validate, recover; each input is read as is and with its CRCs
+# repaired (STARKV_FUZZ_REPAIR=0|1|both). Default 10 minutes: `make fuzz FUZZ_SECONDS=1800`.
+# New corpus entries go to out/fuzz/corpus; a crash input lands in out/fuzz/artifacts: copy it
+# into Fuzz/regressions/ (FuzzRegressionTests replays it in `make test`, unsanitized).
+FUZZ_SECONDS ?= 600
+FUZZ_SCRATCH  = .build/fuzz
+FUZZ_FLAGS    = -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld -Xswiftc -DSTARKV_FUZZ \
+                -Xcc -fsanitize=fuzzer-no-link,address
+
+fuzz-build: deps
+	$(SWIFT) build -c release --product starkv-fuzz --scratch-path $(FUZZ_SCRATCH) $(FUZZ_FLAGS)
+
+fuzz: fuzz-build
+	mkdir -p out/fuzz/corpus out/fuzz/artifacts
+	STARKV_FUZZ_WORKDIR=$$( [ -w /dev/shm ] && echo /dev/shm || echo /tmp ) \
+	  $(FUZZ_SCRATCH)/release/starkv-fuzz -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=20 \
+	  -print_final_stats=1 -artifact_prefix=out/fuzz/artifacts/ out/fuzz/corpus Fuzz/corpus 2>&1 | tee out/fuzz/fuzz.log; \
+	  status=$${PIPESTATUS[0]}; ls out/fuzz/artifacts; exit $$status
+
+# Rewrites the seed corpus (Fuzz/corpus) with the fuzz target's --make-seeds mode.
+fuzz-seeds:
+	$(SWIFT) build -c $(CONFIG) --product starkv-fuzz
+	.build/$(CONFIG)/starkv-fuzz --make-seeds Fuzz/corpus
 
 clean:
 	rm -rf .build out

@@ -613,6 +613,9 @@ public final class TraceReader {
                 lastStep = meta.record.stepIndex
                 pos = cpos
             case .foot:
+                guard frame.length <= c.limits.maxRecordBytes else {
+                    return corrupt(pos, "FOOT record of \(frame.length) bytes (limit \(c.limits.maxRecordBytes))")
+                }
                 guard let payloadEnd, payloadEnd <= file.size else { return torn("incomplete footer") }
                 let trailerBytes = UInt64(TraceFormat.trailerBytes)
                 guard file.size - payloadEnd < trailerBytes else {
@@ -624,6 +627,10 @@ public final class TraceReader {
             case nil:
                 guard frame.flags & TraceFormat.skippableFlag != 0 else {
                     return corrupt(pos, "unknown record kind '\(frame.kindName)' (written by a newer StarKV?)")
+                }
+                let limit = max(c.limits.maxRecordBytes, ChunkCoder.compressBound(c.limits.maxChunkRawBytes))
+                guard frame.length <= limit else {
+                    return corrupt(pos, "\(frame.kindName) record of \(frame.length) bytes (limit \(limit))")
                 }
                 guard let payloadEnd, payloadEnd <= file.size else { return torn("incomplete \(frame.kindName) record") }
                 pos = payloadEnd
