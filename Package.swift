@@ -83,6 +83,6 @@ let package = Package(
             dependencies: ["StarKVReplay", "StarKVSynth", "StarKVTrace", "StarKVModel"]),
         .testTarget(
             name: "StarKVReportTests", dependencies: ["StarKVReport", "StarKVReplay"]),
-        .testTarget(name: "StarKVCLITests", dependencies: []),
+        .testTarget(name: "StarKVCLITests", dependencies: ["StarKVTrace"]),
     ]
 )

@@ -16,19 +16,24 @@ public enum ReportRenderer {
     /// Writes every report file into `directory` (created if needed); returns the paths written.
     /// Atomic: every file is rendered and written in full under a temporary name first, then
     /// renamed into place, so a failure (a full disk) leaves no partial report. A new directory
-    /// appears all at once (staged as `DIR.tmp-PID-N`). Files that are the same as one of
-    /// `inputs` are refused, and existing files are replaced only when `overwrite`.
+    /// appears all at once (staged as `DIR.tmp-PID-N`). A report file that is one of `inputs`
+    /// (re-rendering next to the results.json read) is left untouched, never written over; other
+    /// existing files are replaced only when `overwrite`.
     @discardableResult
     public static func write(
         _ results: ReplayResults, to directory: String, overwrite: Bool = true, inputs: [String] = []
     ) throws -> [String] {
-        let files: [(String, String)] = [
+        let all: [(String, String)] = [
             ("results.json", try resultsJSON(results)),
             ("steps.csv", stepsCSV(results)),
             ("runs.csv", runsCSV(results)),
             ("trace.json", try chromeTraceJSON(results)),
             ("report.html", html(results)),
         ]
+        let files = all.filter { name, _ in
+            let path = (directory as NSString).appendingPathComponent(name)
+            return !inputs.contains { OutputFile.isSameFile(path, $0) }
+        }
         let paths = files.map { (directory as NSString).appendingPathComponent($0.0) }
         do {
             for path in paths { try OutputFile.checkWritable(path, inputs: inputs, overwrite: overwrite) }

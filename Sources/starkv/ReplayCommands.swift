@@ -114,7 +114,7 @@ struct ReportCommand: ParsableCommand {
         discussion: """
             Writes report.html, steps.csv, runs.csv, trace.json and results.json under temporary \
             names, then renames them. Existing files are kept unless --force; RESULTS itself is \
-            never overwritten, so re-rendering in place needs --out elsewhere or a copy.
+            never written over (re-rendering in place leaves it as it is).
 
             \(ExitStatus.help)
             """)

@@ -139,7 +139,7 @@ import Testing
     @Test func stepWithMillionsOfImageEntriesIsRefusedBeforeProtobufAllocates() throws {
         var s = TraceSurgery(try Self.fixture())
         let step = s.index(of: "STEP")
-        s.records[step].payload += TraceSurgery.emptyRepeated(field: 8, count: 32_000_000)
+        s.records[step].payload += TraceSurgery.emptyRepeated(field: 8, count: 4_000_000)
         let message = Self.refused(Self.stored(s.footerless(), "images"))
         #expect(message.contains("StepRecord.field 8 has more than 4096 entries"), "\(message)")
     }
@@ -147,7 +147,7 @@ import Testing
     @Test func stepWithMillionsOfChunkDescriptorsIsRefused() throws {
         var s = TraceSurgery(try Self.fixture())
         let step = s.index(of: "STEP")
-        s.records[step].payload += TraceSurgery.emptyRepeated(field: 9, count: 16_000_000)
+        s.records[step].payload += TraceSurgery.emptyRepeated(field: 9, count: 2_000_000)
         let message = Self.refused(Self.stored(s.complete(), "descriptors"))
         #expect(message.contains("StepRecord.field 9 has more than"), "\(message)")
     }
@@ -167,7 +167,7 @@ import Testing
         let s = TraceSurgery(try Self.fixture())
         let r0 = try TraceReader(path: Self.stored(s.complete(), "ok"))
         let footer = ProtoBridge.packFooter(r0.index, totalRaw: 0, totalStored: 0, recovered: false)
-            + TraceSurgery.emptyRepeated(field: 1, count: 32_000_000)
+            + TraceSurgery.emptyRepeated(field: 1, count: 4_000_000)
         let r = try TraceReader(path: Self.stored(s.complete(footer: footer), "footer-entries"))
         guard case .corrupt(_, let note) = r.integrity else { Issue.record("integrity \(r.integrity)"); return }
         #expect(note.contains("TraceFooter.field 1 has more than"), "\(note)")
@@ -175,7 +175,7 @@ import Testing
 
     @Test func headerWithMillionsOfFieldNamesIsRefused() throws {
         var s = TraceSurgery(try Self.fixture())
-        s.records[0].payload += TraceSurgery.emptyRepeated(field: 4, count: 32_000_000)
+        s.records[0].payload += TraceSurgery.emptyRepeated(field: 4, count: 4_000_000)
         let message = Self.refused(Self.stored(s.complete(), "head-fields"))
         #expect(message.contains("TraceHeader.fields has more than 4096"), "\(message)")
     }
