@@ -269,7 +269,7 @@ extension TraceFuzzing {
         out.append(("head-32M-fields", assemble(fh, r11, footer: true)))
 
         // 12. NaN in a field a policy reads.
-        out.append(("nan-in-hid-norm", try tinyTrace(.standard, steps: 2, nanAt: (1, TraceField.hidNorm, 1))))
+        out.append(("nan-in-win-sum", try tinyTrace(.standard, steps: 2, nanAt: (1, TraceField.winSum, 1))))
         return out.map { ("\($0.0).starkv", $0.1) }
     }
 }
