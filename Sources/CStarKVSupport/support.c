@@ -82,9 +82,19 @@ void starkv_unshuffle(const uint8_t *in, uint8_t *out, size_t count, size_t widt
 void starkv_unshuffle_range(const uint8_t *in, size_t n, size_t start, uint8_t *out, size_t count, size_t width) {
     if (count == 0 || n == 0) return;
     size_t p = start / count, i = start % count;
-    for (size_t k = 0; k < n; k++) {
-        out[i * width + p] = in[k];
-        if (++i == count) {
+    while (n > 0) {
+        size_t run = count - i < n ? count - i : n;
+        uint8_t *dst = out + i * width + p;
+        switch (width) { /* constant strides let the compiler unroll the common widths */
+        case 2: for (size_t k = 0; k < run; k++) dst[2 * k] = in[k]; break;
+        case 4: for (size_t k = 0; k < run; k++) dst[4 * k] = in[k]; break;
+        case 8: for (size_t k = 0; k < run; k++) dst[8 * k] = in[k]; break;
+        default: for (size_t k = 0; k < run; k++) dst[k * width] = in[k]; break;
+        }
+        in += run;
+        n -= run;
+        i += run;
+        if (i == count) {
             i = 0;
             p++;
         }

@@ -73,94 +73,129 @@ enum ChunkCoder {
     static let readPiece = 1 << 20
 
     /// Reads, checks and decodes the chunk described by `d` whose stored bytes start at `offset`
-    /// (the caller checked that `d.storedBytes` bytes lie in the file and that `d.rawBytes` is
-    /// within the limits). Memory: the raw output, one read piece, and zstd's window (at most the
-    /// raw size, since the frame must declare exactly `raw_bytes`). The stored bytes are streamed
-    /// twice (CRC32C, then decode); byte un-shuffling happens as the bytes arrive, so no second
-    /// full-size copy is made. zstd never writes past the `raw_bytes` output.
+    /// (the caller checked that `d.storedBytes` bytes lie in the file, that `d.rawBytes` is within
+    /// the limits and that `d.storedBytes` is at most `compressBound(d.rawBytes)`). The stored
+    /// bytes are read once; their CRC32C is checked before anything is returned. Memory: at most
+    /// about 2 × `raw_bytes` plus a read piece — the stored bytes and the output (zstd without
+    /// filter: one-shot decode into the output), or the output and zstd's window (byte-shuffled
+    /// zstd: streamed, un-shuffled as the bytes arrive, so no second full-size copy). zstd never
+    /// writes past the `raw_bytes` output, and the frame must declare exactly that size.
     static func decode(file: TraceFile, offset: UInt64, descriptor d: ChunkDescriptor) throws -> [UInt8] {
         let stored = d.storedBytes
-        let piece = Int(min(UInt64(readPiece), max(stored, 1)))
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: piece, alignment: 16)
-        defer { buffer.deallocate() }
-
-        // Pass 1: CRC32C of the stored bytes.
-        var crc: UInt32 = 0
-        var done: UInt64 = 0
-        while done < stored {
-            let n = Int(min(UInt64(piece), stored - done))
-            try file.read(into: buffer, count: n, at: offset + done)
-            crc = CRC32C.checksum(UnsafeRawBufferPointer(start: buffer, count: n), continuing: crc)
-            done += UInt64(n)
-        }
-        guard crc == d.crc32c else {
-            throw DecodeError.checksum("CRC32C of the chunk's stored bytes differs from its descriptor")
-        }
-
         let raw = Int(d.rawBytes)
         let width = d.dtype.byteWidth
         let shuffled = d.filter == .byteShuffle && width > 1 && raw % width == 0 && raw > 0
         let count = shuffled ? raw / width : 0
-        return try [UInt8](unsafeUninitializedCapacity: raw) { out, initialized in
-            /// Places `n` decoded bytes that start at byte `at` of the (filtered) stream.
-            func place(_ src: UnsafeRawPointer, _ n: Int, at: Int) {
-                guard n > 0 else { return }
-                if shuffled {
-                    starkv_unshuffle_range(src.assumingMemoryBound(to: UInt8.self), n, at, out.baseAddress, count, width)
-                } else {
-                    (out.baseAddress! + at).initialize(from: src.assumingMemoryBound(to: UInt8.self), count: n)
-                }
+        let crcMismatch = DecodeError.checksum("CRC32C of the chunk's stored bytes differs from its descriptor")
+        switch (d.codec, shuffled) {
+        case (.none, _):
+            guard stored == d.rawBytes else {
+                throw DecodeError.malformed("stored \(stored) bytes but the descriptor says \(raw) raw bytes")
             }
-            switch d.codec {
-            case .none:
-                guard stored == d.rawBytes else {
-                    throw DecodeError.malformed("stored \(stored) bytes but the descriptor says \(raw) raw bytes")
-                }
-                var at = 0
-                while at < raw {
-                    let n = min(piece, raw - at)
-                    try file.read(into: buffer, count: n, at: offset + UInt64(at))
-                    place(buffer, n, at: at)
-                    at += n
-                }
-            case .zstd:
-                try decodeZstd(file: file, offset: offset, stored: stored, raw: raw, buffer: buffer, piece: piece, place: place)
+            if !shuffled {
+                let bytes = try file.read(raw, at: offset)
+                guard CRC32C.checksum(bytes) == d.crc32c else { throw crcMismatch }
+                return bytes
             }
-            initialized = raw
+            var crc: UInt32 = 0
+            let out = try [UInt8](unsafeUninitializedCapacity: raw) { out, initialized in
+                try streamPieces(file: file, offset: offset, stored: stored) { piece, at in
+                    crc = CRC32C.checksum(piece, continuing: crc)
+                    starkv_unshuffle_range(piece.baseAddress!.assumingMemoryBound(to: UInt8.self), piece.count, at, out.baseAddress, count, width)
+                }
+                initialized = raw
+            }
+            guard crc == d.crc32c else { throw crcMismatch }
+            return out
+        case (.zstd, false):
+            let input = try file.read(Int(stored), at: offset)
+            guard CRC32C.checksum(input) == d.crc32c else { throw crcMismatch }
+            try checkDeclaredSize(input.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, input.count) }, raw: raw)
+            guard let dctx = ZSTD_createDCtx() else { throw DecodeError.malformed("cannot create a zstd context") }
+            defer { ZSTD_freeDCtx(dctx) }
+            return try [UInt8](unsafeUninitializedCapacity: max(raw, 1)) { out, initialized in
+                // One frame, exactly `raw` bytes: ZSTD_decompressDCtx fails on trailing bytes
+                // (another frame would need room) and never writes past `raw`.
+                let got = input.withUnsafeBytes { ZSTD_decompressDCtx(dctx, out.baseAddress, raw, $0.baseAddress, input.count) }
+                if ZSTD_isError(got) != 0 {
+                    let name = String(cString: ZSTD_getErrorName(got))
+                    throw DecodeError.malformed(name.contains("Destination buffer is too small") ? "bytes after the end of the zstd frame (\(name))" : name)
+                }
+                guard got == raw else { throw DecodeError.malformed("zstd produced \(got) bytes, expected \(raw)") }
+                let frame = input.withUnsafeBytes { ZSTD_findFrameCompressedSize($0.baseAddress, input.count) }
+                guard ZSTD_isError(frame) == 0, frame == input.count else {
+                    throw DecodeError.malformed("bytes after the end of the zstd frame")
+                }
+                initialized = raw
+            }
+        case (.zstd, true):
+            var crc: UInt32 = 0
+            var failure: DecodeError? = nil
+            let out = try [UInt8](unsafeUninitializedCapacity: raw) { out, initialized in
+                do {
+                    try decodeZstdStream(file: file, offset: offset, stored: stored, raw: raw, crc: &crc) { src, n, at in
+                        starkv_unshuffle_range(src.assumingMemoryBound(to: UInt8.self), n, at, out.baseAddress, count, width)
+                    }
+                } catch let e as DecodeError {
+                    failure = e
+                }
+                initialized = raw
+            }
+            if let failure {
+                // Damaged bytes are reported as such: finish the CRC over all stored bytes.
+                var full: UInt32 = 0
+                try streamPieces(file: file, offset: offset, stored: stored) { piece, _ in full = CRC32C.checksum(piece, continuing: full) }
+                throw full == d.crc32c ? failure : crcMismatch
+            }
+            guard crc == d.crc32c else { throw crcMismatch }
+            return out
         }
     }
 
-    /// Streams one zstd frame from the file; checks that it declares exactly `raw` content bytes,
-    /// produces exactly that many, and is followed by nothing.
-    private static func decodeZstd(
-        file: TraceFile, offset: UInt64, stored: UInt64, raw: Int, buffer: UnsafeMutableRawPointer, piece: Int,
-        place: (UnsafeRawPointer, Int, Int) -> Void
+    /// Calls `body` with the stored bytes in pieces of at most `readPiece` bytes (and their
+    /// offset in the chunk), reusing one buffer.
+    private static func streamPieces(
+        file: TraceFile, offset: UInt64, stored: UInt64, _ body: (UnsafeRawBufferPointer, Int) throws -> Void
     ) throws {
-        // The frame header (at most 18 bytes) must declare the content size.
-        let headLength = Int(min(stored, 18))
-        var head = [UInt8](repeating: 0, count: max(headLength, 1))
-        try head.withUnsafeMutableBytes { try file.read(into: $0.baseAddress!, count: headLength, at: offset) }
-        let declared = head.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, headLength) }
+        let piece = Int(min(UInt64(readPiece), max(stored, 1)))
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: piece, alignment: 16)
+        defer { buffer.deallocate() }
+        var done: UInt64 = 0
+        while done < stored {
+            let n = Int(min(UInt64(piece), stored - done))
+            try file.read(into: buffer, count: n, at: offset + done)
+            try body(UnsafeRawBufferPointer(start: buffer, count: n), Int(done))
+            done += UInt64(n)
+        }
+    }
+
+    private static func checkDeclaredSize(_ declared: UInt64, raw: Int) throws {
         guard declared == UInt64(raw) else {
             let what = declared == ZSTD_CONTENTSIZE_UNKNOWN ? "no content size" : declared == ZSTD_CONTENTSIZE_ERROR ? "no valid frame header" : "\(declared) content bytes"
             throw DecodeError.malformed("zstd frame declares \(what), descriptor says \(raw)")
         }
+    }
+
+    /// Streams one zstd frame from the file (CRC32C accumulated into `crc` as the pieces are
+    /// read); checks that it declares exactly `raw` content bytes, produces exactly that many,
+    /// and is followed by nothing. `place(src, n, at)` receives decoded bytes at stream offset `at`.
+    private static func decodeZstdStream(
+        file: TraceFile, offset: UInt64, stored: UInt64, raw: Int, crc: inout UInt32,
+        place: (UnsafeRawPointer, Int, Int) -> Void
+    ) throws {
         guard let dctx = ZSTD_createDCtx() else { throw DecodeError.malformed("cannot create a zstd context") }
         defer { ZSTD_freeDCtx(dctx) }
         // The window can be no larger than the content (single-segment frames) or 2^27 bytes.
         ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 27)
-        let outCapacity = ZSTD_DStreamOutSize()
+        let outCapacity = 1 << 20
         let outBuffer = UnsafeMutableRawPointer.allocate(byteCount: outCapacity, alignment: 16)
         defer { outBuffer.deallocate() }
         var produced = 0
-        var consumed: UInt64 = 0
         var frameDone = false
-        while consumed < stored {
-            let n = Int(min(UInt64(piece), stored - consumed))
-            try file.read(into: buffer, count: n, at: offset + consumed)
-            consumed += UInt64(n)
-            var input = ZSTD_inBuffer(src: buffer, size: n, pos: 0)
-            while input.pos < input.size {
+        var checkedHeader = false
+        var runningCRC = crc
+        func drain(_ input: inout ZSTD_inBuffer) throws {
+            repeat {
                 guard !frameDone else { throw DecodeError.malformed("bytes after the end of the zstd frame") }
                 var output = ZSTD_outBuffer(dst: outBuffer, size: outCapacity, pos: 0)
                 let ret = ZSTD_decompressStream(dctx, &output, &input)
@@ -171,22 +206,26 @@ enum ChunkCoder {
                 place(outBuffer, output.pos, produced)
                 produced += output.pos
                 if ret == 0 { frameDone = true }
-            }
+                if input.pos == input.size && (frameDone || output.pos < outCapacity) { break }
+            } while true
         }
-        // Flush whatever zstd still holds.
-        while !frameDone {
-            var input = ZSTD_inBuffer(src: buffer, size: 0, pos: 0)
-            var output = ZSTD_outBuffer(dst: outBuffer, size: outCapacity, pos: 0)
-            let ret = ZSTD_decompressStream(dctx, &output, &input)
-            if ZSTD_isError(ret) != 0 { throw DecodeError.malformed(String(cString: ZSTD_getErrorName(ret))) }
-            guard output.pos <= raw - produced else {
-                throw DecodeError.malformed("zstd produced more than the \(raw) bytes the descriptor says")
+        try streamPieces(file: file, offset: offset, stored: stored) { piece, at in
+            runningCRC = CRC32C.checksum(piece, continuing: runningCRC)
+            if !checkedHeader {
+                // The frame header (at most 18 bytes) must declare the content size; the first
+                // piece holds it unless the chunk is shorter (then zstd reports the frame cut).
+                try checkDeclaredSize(ZSTD_getFrameContentSize(piece.baseAddress, min(piece.count, 18)), raw: raw)
+                checkedHeader = true
             }
-            place(outBuffer, output.pos, produced)
-            produced += output.pos
-            if ret == 0 { frameDone = true } else if output.pos == 0 {
-                throw DecodeError.malformed("zstd frame is cut off")
-            }
+            var input = ZSTD_inBuffer(src: piece.baseAddress, size: piece.count, pos: 0)
+            try drain(&input)
+        }
+        crc = runningCRC
+        if !frameDone {
+            // Flush whatever zstd still holds; no input is left.
+            var input = ZSTD_inBuffer(src: outBuffer, size: 0, pos: 0)
+            try drain(&input)
+            guard frameDone else { throw DecodeError.malformed("zstd frame is cut off") }
         }
         guard produced == raw else { throw DecodeError.malformed("zstd produced \(produced) bytes, expected \(raw)") }
     }
