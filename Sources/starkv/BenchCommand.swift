@@ -12,6 +12,7 @@ struct BenchRead: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-read",
         abstract: "Benchmark: decompress a trace's fields (and optionally run one policy's scoring) without replaying.",
+        discussion: ExitStatus.help,
         shouldDisplay: false)
 
     @Argument(help: "Trace file.") var trace: String

@@ -8,7 +8,7 @@ import StarKVTrace
 /// come from the Python recorder (python/).
 struct Record: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Record a trace.", subcommands: [RecordSynth.self])
+        abstract: "Record a trace.", discussion: ExitStatus.help, subcommands: [RecordSynth.self])
 }
 
 /// `starkv record synth`: a deterministic synthetic GUI-agent trajectory (docs/synthetic-agent.md).
