@@ -120,6 +120,22 @@ enum MeasuredCLI {
         #expect(synth.status == 64 && synth.stderr.contains("already exists"))
     }
 
+    @Test func aReportFolderIsReplacedWholeOnlyWithForce() throws {
+        let out = CLI.temp("report-force")
+        let args = ["replay", CLI.sample, "--policies", "snapkv", "--budgets", "20", "--quiet", "--threads", "1", "--out", out]
+        #expect(try CLI.run(args).status == 0)
+        let html = try String(contentsOfFile: out + "/report.html", encoding: .utf8)
+        let again = try CLI.run(args + ["--budgets", "40"])
+        #expect(again.status == 64 && again.stderr.contains("--force"))
+        #expect(try String(contentsOfFile: out + "/report.html", encoding: .utf8) == html)
+        #expect(try CLI.run(args + ["--budgets", "40", "--force"]).status == 0)
+        #expect(try String(contentsOfFile: out + "/report.html", encoding: .utf8) != html)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out).sorted()
+            == ["report.html", "results.json", "runs.csv", "steps.csv", "trace.json"])
+        let parent = (out as NSString).deletingLastPathComponent
+        #expect(try FileManager.default.contentsOfDirectory(atPath: parent).allSatisfy { !$0.contains(".tmp-") })
+    }
+
     @Test func aRecoveredTemporaryFileGetsTheFinalName() throws {
         let bytes = try TraceFuzzing.tinyTrace(.core, steps: 3, killed: true)
         let dir = CLI.temp("inprogress")
