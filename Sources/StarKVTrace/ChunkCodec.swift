@@ -69,6 +69,11 @@ enum ChunkCoder {
         case malformed(String)
     }
 
+    /// Byte-shuffled chunks up to this size are decoded in one shot through a scratch buffer;
+    /// larger ones are streamed.
+    /// (Settable so that tests can force the streamed path on small fixtures.)
+    nonisolated(unsafe) static var smallChunk = 1 << 20
+
     /// Bytes read from the file per step of a chunk decode.
     static let readPiece = 1 << 20
 
@@ -107,6 +112,16 @@ enum ChunkCoder {
             }
             guard crc == d.crc32c else { throw crcMismatch }
             return out
+        case (.zstd, true) where raw <= smallChunk:
+            // Small chunk: one-shot decode into a scratch buffer of at most `smallChunk` bytes
+            // (a constant, not a second copy of a large tensor), then un-shuffle into the output.
+            var scratch = d
+            scratch.filter = .none
+            let planes = try decode(file: file, offset: offset, descriptor: scratch)
+            return [UInt8](unsafeUninitializedCapacity: raw) { out, initialized in
+                planes.withUnsafeBufferPointer { starkv_unshuffle($0.baseAddress, out.baseAddress, count, width) }
+                initialized = raw
+            }
         case (.zstd, false):
             let input = try file.read(Int(stored), at: offset)
             guard CRC32C.checksum(input) == d.crc32c else { throw crcMismatch }
