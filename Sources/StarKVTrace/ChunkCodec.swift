@@ -82,8 +82,10 @@ enum ChunkCoder {
     /// the limits and that `d.storedBytes` is at most `compressBound(d.rawBytes)`). The stored
     /// bytes are read once; their CRC32C is checked before anything is returned. Memory: at most
     /// about 2 × `raw_bytes` plus a read piece — the stored bytes and the output (zstd without
-    /// filter: one-shot decode into the output), or the output and zstd's window (byte-shuffled
-    /// zstd: streamed, un-shuffled as the bytes arrive, so no second full-size copy). zstd never
+    /// filter: one-shot decode into the output; byte-shuffled up to `smallChunk`: through a
+    /// scratch buffer of at most that size), or the output and zstd's window (byte-shuffled zstd
+    /// above `smallChunk`: streamed, un-shuffled as the bytes arrive, so no second full-size
+    /// copy). zstd never
     /// writes past the `raw_bytes` output, and the frame must declare exactly that size.
     static func decode(file: TraceFile, offset: UInt64, descriptor d: ChunkDescriptor) throws -> [UInt8] {
         let stored = d.storedBytes
