@@ -11,7 +11,8 @@ import StarKVTrace
 struct MemoryCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "memory",
-        abstract: "Simulate GPU memory (torch caching allocator or vLLM paged pool), FLOPs and roofline time per agent step.")
+        abstract: "Simulate GPU memory (torch caching allocator or vLLM paged pool), FLOPs and roofline time per agent step.",
+        discussion: ExitStatus.help)
 
     @Option(help: "Model preset (qwen2.5-vl-7b, ui-tars-1.5-7b, opencua-7b, qwen2.5-vl-3b/32b/72b).")
     var model = "qwen2.5-vl-7b"
@@ -53,6 +54,7 @@ struct MemoryCommand: ParsableCommand {
     var scoringFLOPs = 0
     @Option(help: "Write every trajectory as JSON (schemaVersion 2) to this file.")
     var json: String?
+    @Flag(help: "Overwrite existing --json, --html and --memory-snapshot files.") var force = false
     @Option(help: "Write a self-contained HTML report (breakdown, heat map, where the peak is) to this file.")
     var html: String?
     @Option(name: .customLong("verdict-gpus"), help: "Other GPUs for the HTML/JSON verdict (comma list of --gpu names, or 'none').")
@@ -102,6 +104,9 @@ struct MemoryCommand: ParsableCommand {
         // Refuse an output that is also another output before simulating anything.
         let outputs = [json, html, memorySnapshot].compactMap { $0 }
         if Set(outputs).count != outputs.count { throw ValidationError("--json, --html and --memory-snapshot must name different files") }
+        for (flag, path) in [("--json", json), ("--html", html), ("--memory-snapshot", memorySnapshot)] {
+            if let path { try OutputCheck.check(path, inputs: [], force: force, flag: flag) }
+        }
 
         var others: [Accelerator] = []
         if verdictGPUs != "none" {
@@ -150,18 +155,18 @@ struct MemoryCommand: ParsableCommand {
             screenshotCounts: counts, gpuName: accelerator.displayName, generator: "starkv \(StarKV.version)")
         grid.otherGPUs = zip(others, otherEntries).map { MemoryGrid.OtherGPU(name: $0.displayName, capacityBytes: $0.allocatorCapacityBytes, entries: $1) }
         if let json {
-            try OutputFile.write(try MemoryReport.json(grid), to: json)
+            try OutputFile.write(try MemoryReport.json(grid), to: json, overwrite: force)
             print("wrote \(json)")
         }
         if let html {
-            try OutputFile.write(Data(MemoryReport.html(grid).utf8), to: html)
+            try OutputFile.write(Data(MemoryReport.html(grid).utf8), to: html, overwrite: force)
             print("wrote \(html)")
         }
         if let memorySnapshot {
             guard let snap = try MemorySimulator.snapshot(config: config, steps: lastSteps) else {
                 throw ValidationError("--memory-snapshot needs the torch caching allocator (--allocator torch)")
             }
-            try OutputFile.write(Data(snap.pickle()), to: memorySnapshot)
+            try OutputFile.write(Data(snap.pickle()), to: memorySnapshot, overwrite: force)
             print("wrote \(memorySnapshot): \(snap.events.count) allocator events; segments at step \(snap.capturedAtStep) (\(snap.capturedAtLocation)), the trajectory's allocated peak \(ByteUnits.describe(snap.segmentsAllocatedBytes)); peak reserved \(ByteUnits.describe(snap.peakReservedBytes))")
         }
     }

@@ -22,7 +22,7 @@ def need_binary():
 
 def memory_json(tmp_path, *args):
     out = tmp_path / "m.json"
-    r = run("memory", "--screenshots", "1..2", "--json", str(out), *args)
+    r = run("memory", "--screenshots", "1..2", "--json", str(out), "--force", *args)
     assert r.returncode == 0, r.stderr
     return json.loads(out.read_text())
 
@@ -63,3 +63,14 @@ def test_outputs_must_differ_and_snapshots_need_the_caching_allocator(tmp_path):
     paged = run("memory", "--allocator", "paged", "--memory-snapshot", str(tmp_path / "s.pickle"))
     assert paged.returncode != 0 and "caching allocator" in paged.stderr
     assert not (tmp_path / "s.pickle").exists()
+
+
+def test_an_existing_output_is_kept_without_force(tmp_path):
+    out = tmp_path / "m.json"
+    out.write_text("keep me")
+    r = run("memory", "--screenshots", "1..2", "--json", str(out))
+    assert r.returncode != 0 and "--force" in r.stderr, r.stderr
+    assert out.read_text() == "keep me"
+    r = run("memory", "--screenshots", "1..2", "--json", str(out), "--force")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["schemaVersion"] == 2
