@@ -69,3 +69,75 @@ public enum QualityProxy {
             columns: columns ?? 0..<max(0, l - window))
     }
 }
+
+/// The decode proxy's inputs of one step, decoded once for every (policy, budget) pair of a
+/// replay (issue 15, "shared step inputs"): per layer the `decode_attn_sum` rows [H, L] as fp32
+/// and each row's fp64 total. `shares(of:)` gives exactly what
+/// `QualityProxy.decodeAttentionShares` gives for the same step (same sums in the same order,
+/// same errors).
+public struct StepDecodeMass: Sendable {
+    struct Layer: Sendable {
+        var rows: [[Float]]
+        var totals: [Double]
+    }
+
+    let header: TraceHeader
+    let step: StepRecord
+    let stepError: PolicyError?
+    let layers: [Result<Layer, PolicyError>]
+
+    /// Decodes every layer's rows (layers spread over `workers` threads; the result does not
+    /// depend on the thread count).
+    public init(header: TraceHeader, step: StepRecord, workers: Int = 1) {
+        self.header = header
+        self.step = step
+        let fields: StepFields
+        do {
+            fields = try StepFields(policy: "quality-proxy", input: PolicyStepInput(header: header, step: step, budget: .percent(100)))
+        } catch {
+            stepError = error as? PolicyError ?? .invalidStep(policy: "quality-proxy", episode: step.episodeID, step: step.stepIndex, reason: "\(error)")
+            layers = []
+            return
+        }
+        stepError = nil
+        let l = step.promptLength
+        layers = DeterministicParallel.map(count: header.model.numLayers, workers: workers) { layer -> Result<Layer, PolicyError> in
+            do {
+                let rows = try fields.headRows(TraceField.decodeAttnSum, layer: layer, columns: l)
+                let totals = rows.map { row -> Double in
+                    var total = 0.0
+                    for x in row { total += Double(x) }
+                    return total
+                }
+                return .success(Layer(rows: rows, totals: totals))
+            } catch {
+                return .failure(error as? PolicyError ?? .invalidStep(policy: "quality-proxy", episode: step.episodeID, step: step.stepIndex, reason: "\(error)"))
+            }
+        }
+    }
+
+    /// Decode proxy of every selection (nil where the layer recorded no decode mass).
+    public func shares(of selections: [LayerSelection]) throws -> [Double?] {
+        if let stepError { throw stepError }
+        let g = header.model.numQueryHeads / max(1, header.model.numKVHeads)
+        return try selections.map { sel -> Double? in
+            guard layers.indices.contains(sel.layer) else {
+                return try QualityProxy.decodeAttentionShare(header: header, step: step, selection: sel)
+            }
+            let data = try layers[sel.layer].get()
+            var kept = 0.0, total = 0.0
+            for (h, row) in data.rows.enumerated() {
+                var k = 0.0
+                row.withUnsafeBufferPointer { r in
+                    for idx in sel.keptIndices(forQueryHead: h, queryHeadsPerKVHead: g) {
+                        let j = Int(idx)
+                        if j >= 0 && j < r.count { k += Double(r[j]) }
+                    }
+                }
+                kept += k
+                total += data.totals[h]
+            }
+            return total > 0 ? kept / total : nil
+        }
+    }
+}
