@@ -76,7 +76,9 @@ demo: build
 	$(BIN) replay $(SAMPLE_TRACE) --policies all --budgets 10,20,40,100 --out $(DEMO_OUT)
 	$(BIN) memory --model qwen2.5-vl-7b --screen 3840x2160 --screenshots 1..5 --attn flash --kv-heads 28 --gpu h100-80gb
 	$(BIN) memory --model qwen2.5-vl-7b --screen 3840x2160 --screenshots 1..5 --attn flash --kv-heads 28 --budget 20 --gpu h100-80gb
-	@echo "demo report: $(DEMO_OUT)/report.html"
+	$(BIN) memory --model qwen2.5-vl-7b --screen 3840x2160 --screenshots 1..5 --attn flash --kv-heads 28 --budget 20,100 --gpu h100-80gb \
+	  --html $(DEMO_OUT)/memory.html --memory-snapshot $(DEMO_OUT)/memory-snapshot.pickle > /dev/null
+	@echo "demo report: $(DEMO_OUT)/report.html; paper scenario: $(DEMO_OUT)/memory.html (allocator history for pytorch.org/memory_viz: $(DEMO_OUT)/memory-snapshot.pickle)"
 
 # Regenerates the shipped sample (tiny-vl, 1280x720, 6 steps, 2 image slots, standard fields,
 # windows 8 and 32; about 6 MB). Same flags and seed → byte-identical file.

@@ -56,7 +56,7 @@ let package = Package(
             dependencies: ["StarKVModel", "StarKVTrace", "StarKVPolicies", "StarKVMemory", "CStarKVSupport"],
             swiftSettings: strictSettings),
         .target(
-            name: "StarKVReport", dependencies: ["StarKVReplay", "StarKVMemory"],
+            name: "StarKVReport", dependencies: ["StarKVReplay", "StarKVMemory", "StarKVTrace"],
             swiftSettings: strictSettings),
         .executableTarget(
             name: "starkv",
@@ -80,7 +80,7 @@ let package = Package(
             name: "StarKVReplayTests",
             dependencies: ["StarKVReplay", "StarKVSynth", "StarKVTrace", "StarKVModel"]),
         .testTarget(
-            name: "StarKVReportTests", dependencies: ["StarKVReport", "StarKVReplay"]),
+            name: "StarKVReportTests", dependencies: ["StarKVReport", "StarKVReplay", "StarKVMemory", "StarKVModel"]),
         .testTarget(name: "StarKVCLITests", dependencies: []),
     ]
 )

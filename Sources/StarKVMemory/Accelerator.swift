@@ -85,13 +85,25 @@ public struct Accelerator: Sendable, Hashable, Codable {
     ]
 
     /// A card with a user-given torch-visible capacity and H100 SXM speeds.
+    /// Named by its capacity in GB ("custom 48 GB") unless renamed with `named(_:)`.
     public static func custom(torchVisibleBytes: Int) -> Accelerator {
-        Accelerator(
-            id: "custom-\(torchVisibleBytes)", displayName: "custom (\(ByteUnits.describe(torchVisibleBytes)))",
+        var gb = ByteUnits.fixed(ByteUnits.gigabytes(torchVisibleBytes), 1)
+        if gb.hasSuffix(".0") { gb.removeLast(2) }
+        return Accelerator(
+            id: "custom-\(gb)GB", displayName: "custom \(gb) GB",
             marketedBytes: torchVisibleBytes, torchVisibleBytes: torchVisibleBytes,
             memoryBandwidthBytesPerSecond: h100SXM.memoryBandwidthBytesPerSecond,
             bf16DenseFLOPsPerSecond: h100SXM.bf16DenseFLOPsPerSecond,
             source: "user-given capacity; H100 SXM speeds")
+    }
+
+    /// The same card under a user-given name (`--gpu-name`): id and display name both become
+    /// `name`; capacity and speeds are unchanged.
+    public func renamed(_ name: String) -> Accelerator {
+        var a = self
+        a.id = name
+        a.displayName = name
+        return a
     }
 
     /// Resolves a preset id or alias, or `custom:48GiB` / `custom:48GB` / `custom:<bytes>`.

@@ -111,6 +111,10 @@ public struct BlockSnapshot: Sendable, Hashable, Codable {
     public var address: Int
     public var sizeBytes: Int
     public var allocated: Bool
+    /// What the caller asked for (0 for a free block), as torch's `requested_size`.
+    public var requestedBytes: Int = 0
+    /// The allocation's frame in the recorded history (-1 when free or not recorded).
+    public var frame: Int32 = -1
 }
 
 /// One segment (one `cudaMalloc`, or one contiguous mapped range of an expandable segment).
@@ -158,6 +162,8 @@ public struct CachingAllocator: Sendable {
         var isSmall: Bool
         var expandableSegment = -1
         var live = true
+        /// `currentFrame` when allocated (history recording only).
+        var frame: Int32 = -1
     }
 
     struct SizeKey: Sendable, Comparable {
@@ -197,6 +203,16 @@ public struct CachingAllocator: Sendable {
     var segmentsExpandable: [ExpandableSegmentState] = []
     var nextAddress = 1 << 32
     var ignoreCapacity = false
+    /// The allocation history (`torch.cuda.memory._record_memory_history`): nil when not recording.
+    /// Every malloc, free, segment allocation, release, page (un)mapping and OOM is appended.
+    public var history: [AllocatorTraceEvent]? = nil
+    /// Frame attached to the events recorded next (the caller's program location).
+    public var currentFrame: Int32 = 0
+
+    @inline(__always)
+    mutating func record(_ action: AllocatorTraceEvent.Action, _ address: Int, _ size: Int, block: Int = 0) {
+        history?.append(AllocatorTraceEvent(action: action, address: address, sizeBytes: size, blockBytes: block, frame: currentFrame))
+    }
 
     public init(capacityBytes: Int, deviceTotalBytes: Int? = nil, options: CachingAllocatorOptions = .init()) {
         self.capacityBytes = capacityBytes
@@ -257,12 +273,18 @@ public struct CachingAllocator: Sendable {
         }
         guard let index = found else {
             stats.numOOMs += 1
+            record(.oom, max(0, capacityBytes - stats.reservedBytes.current), size)
             return .outOfMemory(OutOfMemoryInfo(
                 requestedBytes: orig, roundedBytes: size, allocatedBytes: stats.allocatedBytes.current,
                 reservedBytes: stats.reservedBytes.current, capacityBytes: capacityBytes))
         }
         let split = shouldSplit(index, size: size)
-        return .allocated(BlockHandle(index: allocFoundBlock(index, size: size, orig: orig, split: split)))
+        let block = allocFoundBlock(index, size: size, orig: orig, split: split)
+        if history != nil {
+            blocks[block].frame = currentFrame
+            record(.alloc, blocks[block].address, orig, block: blocks[block].size)
+        }
+        return .allocated(BlockHandle(index: block))
     }
 
     /// Allocates even beyond the capacity (a what-if continuation after an OOM; the simulator
@@ -277,6 +299,10 @@ public struct CachingAllocator: Sendable {
     public mutating func free(_ handle: BlockHandle) {
         let i = handle.index
         precondition(i >= 0 && i < blocks.count && blocks[i].live && blocks[i].allocated, "double free")
+        if history != nil {
+            record(.freeRequested, blocks[i].address, blocks[i].requestedSize, block: blocks[i].size)
+            record(.freeCompleted, blocks[i].address, blocks[i].requestedSize, block: blocks[i].size)
+        }
         blocks[i].allocated = false
         stats.allocations.decrease(1)
         stats.allocatedBytes.decrease(blocks[i].size)
@@ -315,7 +341,11 @@ public struct CachingAllocator: Sendable {
             var list: [BlockSnapshot] = []
             var j = head
             while j != -1 && blocks[j].mapped {
-                list.append(BlockSnapshot(address: blocks[j].address, sizeBytes: blocks[j].size, allocated: blocks[j].allocated))
+                list.append(
+                    BlockSnapshot(
+                        address: blocks[j].address, sizeBytes: blocks[j].size, allocated: blocks[j].allocated,
+                        requestedBytes: blocks[j].allocated ? blocks[j].requestedSize : 0,
+                        frame: blocks[j].allocated ? blocks[j].frame : -1))
                 j = blocks[j].next
             }
             return SegmentSnapshot(
@@ -430,6 +460,7 @@ public struct CachingAllocator: Sendable {
         stats.reservedBytes.increase(allocSize)
         stats.segments.increase(1)
         stats.numDeviceAlloc += 1
+        record(.segmentAlloc, address, allocSize)
         return newBlock(Block(address: address, size: allocSize, isSmall: small))
     }
 
@@ -482,6 +513,7 @@ public struct CachingAllocator: Sendable {
     }
 
     mutating func releaseBlock(_ i: Int) {
+        record(.segmentFree, blocks[i].address, blocks[i].size)
         eraseFree(i)
         stats.reservedBytes.decrease(blocks[i].size)
         stats.segments.decrease(1)
@@ -638,6 +670,7 @@ public struct CachingAllocator: Sendable {
         let end = (offset + size + seg.pageSize - 1) / seg.pageSize
         let mappedSize = (end - begin) * seg.pageSize
         if !ignoreCapacity && stats.reservedBytes.current + mappedSize > capacityBytes { return false }
+        record(.segmentMap, blocks[i].address, mappedSize)
         eraseUnmapped(i)
         blocks[i].mapped = true
         if mappedSize < blocks[i].size {
@@ -670,6 +703,7 @@ public struct CachingAllocator: Sendable {
         guard begin < end else { return }
         let unmappedAddress = seg.base + begin * seg.pageSize
         let unmappedSize = (end - begin) * seg.pageSize
+        record(.segmentUnmap, unmappedAddress, unmappedSize)
         eraseFree(i)
         let beforeSize = unmappedAddress - blocks[i].address
         if beforeSize > 0 {

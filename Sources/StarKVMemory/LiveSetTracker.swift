@@ -56,16 +56,21 @@ struct LiveSetTracker: Sendable {
     var peakBytes = 0
     var peakCategories = [Int](repeating: 0, count: MemoryCategory.allCases.count)
     var peakLocation = "load"
+    var peakPhase = MemoryPhase.load
+    /// Index (in the step's event list) of the event that set the peak; -1 = the step's start.
+    var peakEventIndex = -1
     var phasePeaks: [MemoryPhase: (bytes: Int, location: String)] = [:]
 
     mutating func resetPeak() {
         peakBytes = totalBytes
         peakCategories = categoryBytes
         peakLocation = "step start"
+        peakPhase = .inputs
+        peakEventIndex = -1
         phasePeaks = [:]
     }
 
-    mutating func apply(_ e: AllocationEvent) {
+    mutating func apply(_ e: AllocationEvent, at index: Int = -1) {
         switch e.kind {
         case .alloc:
             categoryBytes[e.category.rawValue] += e.bytes
@@ -74,6 +79,8 @@ struct LiveSetTracker: Sendable {
                 peakBytes = totalBytes
                 peakCategories = categoryBytes
                 peakLocation = e.location
+                peakPhase = e.phase
+                peakEventIndex = index
             }
             if totalBytes > (phasePeaks[e.phase]?.bytes ?? -1) {
                 phasePeaks[e.phase] = (totalBytes, e.location)

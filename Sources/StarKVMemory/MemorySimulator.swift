@@ -33,6 +33,11 @@ public struct StepMemoryReport: Sendable, Hashable, Codable {
     public var requestedPeakBytes: Int
     /// Where that peak happened.
     public var peakLocation: String
+    /// The phase of that peak ("prefill", "lm_head", …; "step start" when nothing this step
+    /// rose above the bytes carried in).
+    public var peakPhase: String = ""
+    /// The largest tensors live at that peak, largest first (at most `LiveTensor.reportedCount`).
+    public var peakTensors: [LiveTensor] = []
     /// Bytes by term at that peak (allocatorSlackBytes = reserved peak − allocated peak).
     public var peakTerms: MemoryTerms
     /// Peak per phase (vision, prefill, lm_head, decode, …).
@@ -93,8 +98,45 @@ public struct MemorySimulator: Sendable {
     var script = ScriptState()
     var tracker = LiveSetTracker()
     var previousPromptTokens = 0
+    /// Live tensors by script id: bytes, category and where they were allocated (compact; the
+    /// words are made only for the few tensors a report lists).
+    var live: [Int: LiveEntry] = [:]
+    struct LiveEntry: Sendable {
+        var bytes: Int
+        var category: MemoryCategory
+        var phase: MemoryPhase
+        var index: Int32
+        var step: Int32
 
-    public init(config: MemorySimulationConfig) throws(MemorySimulationError) {
+        init(_ e: AllocationEvent, step: Int) {
+            bytes = e.bytes
+            category = e.category
+            phase = e.phase
+            index = e.index
+            self.step = Int32(step)
+        }
+
+        var tensor: LiveTensor {
+            let event = AllocationEvent(kind: .alloc, tensor: 0, bytes: bytes, category: category, phase: phase, index: index)
+            return LiveTensor(bytes: bytes, category: category.label, allocatedAt: MemorySimulator.where(Int(step), event))
+        }
+    }
+    /// Program locations of recorded allocator events (only when recording history).
+    public private(set) var frames: [AllocatorFrame] = []
+    var frameIDs: [FrameKey: Int32] = [:]
+    struct FrameKey: Hashable { var step: Int; var phase: MemoryPhase; var index: Int32; var category: MemoryCategory }
+    /// Trajectory-wide allocated peak seen so far and the history index that reached it.
+    public private(set) var historyPeakAllocatedBytes = 0
+    public private(set) var historyPeakEvent = -1
+    /// When set, the allocator's segments are captured right after this history event.
+    var captureAtEvent: Int?
+    public private(set) var capturedSegments: [SegmentSnapshot]?
+    public private(set) var capturedLocation = ""
+    public private(set) var capturedStep = -1
+
+    /// `recordHistory` keeps the caching allocator's event history (for `MemorySnapshot`);
+    /// the figures are the same either way.
+    public init(config: MemorySimulationConfig, recordHistory: Bool = false, captureAtEvent: Int? = nil) throws(MemorySimulationError) {
         try config.validate()
         self.config = config
         pagedPool = config.allocator == .vllmPaged ? PagedKVPool(config: config) : nil
@@ -102,7 +144,9 @@ public struct MemorySimulator: Sendable {
             allocator = CachingAllocator(
                 capacityBytes: config.accelerator.allocatorCapacityBytes,
                 deviceTotalBytes: config.accelerator.torchVisibleBytes, options: config.cachingOptions)
+            if recordHistory { allocator!.history = [] }
         }
+        self.captureAtEvent = captureAtEvent
         let events = StepScriptBuilder.weightsScript(config: config, state: &script)
         var oom: OutOfMemoryEvent?
         replay(events, step: -1, oom: &oom)
@@ -118,6 +162,7 @@ public struct MemorySimulator: Sendable {
         let events = StepScriptBuilder.stepScript(config: config, input: input, shape: shape, state: &script)
 
         tracker.resetPeak()
+        let liveAtStart = live
         allocator?.resetPeakStats()
         let retriesBefore = allocator?.stats.numAllocRetries ?? 0
         var oom: OutOfMemoryEvent?
@@ -186,7 +231,10 @@ public struct MemorySimulator: Sendable {
             screenshots: input.visualTokensPerScreenshot.count, encodedPatches: shape.encodedPatches.reduce(0, +),
             keptTokensMean: keptMean, generatedTokens: input.generatedTokens,
             cacheTokensAfterStep: keptMean + Double(passes),
-            requestedPeakBytes: tracker.peakBytes, peakLocation: tracker.peakLocation, peakTerms: terms,
+            requestedPeakBytes: tracker.peakBytes, peakLocation: tracker.peakLocation,
+            peakPhase: tracker.peakEventIndex < 0 ? "step start" : tracker.peakPhase.label,
+            peakTensors: Self.largestTensors(start: liveAtStart, events: events, through: tracker.peakEventIndex, step: stepIndex),
+            peakTerms: terms,
             phasePeaks: tracker.orderedPhasePeaks,
             allocatedBytes: stats?.allocatedBytes.current ?? tracker.totalBytes, allocatedPeakBytes: allocatedPeak,
             reservedBytes: stats?.reservedBytes.current ?? pagedPool?.budgetBytes ?? tracker.totalBytes, reservedPeakBytes: reservedPeak,
@@ -220,10 +268,13 @@ public struct MemorySimulator: Sendable {
     /// the step is still measured.
     mutating func replay(_ events: [AllocationEvent], step: Int, oom: inout OutOfMemoryEvent?) {
         let capacity = config.accelerator.allocatorCapacityBytes
-        for e in events {
-            tracker.apply(e)
+        let recording = allocator?.history != nil
+        for (i, e) in events.enumerated() {
+            tracker.apply(e, at: i)
+            if recording { allocator!.currentFrame = frameID(step: step, e) }
             switch e.kind {
             case .alloc:
+                live[e.tensor] = LiveEntry(e, step: step)
                 if allocator != nil {
                     switch allocator!.malloc(e.bytes) {
                     case .allocated(let h):
@@ -232,15 +283,88 @@ public struct MemorySimulator: Sendable {
                         if oom == nil { oom = OutOfMemoryEvent(step: step, location: e.location, allocator: info) }
                         handles[e.tensor] = allocator!.mallocIgnoringCapacity(e.bytes)
                     }
+                    if recording { noteHistory(step: step, e) }
                 } else if config.allocator == .analytic, tracker.totalBytes > capacity, oom == nil {
                     oom = OutOfMemoryEvent(step: step, location: e.location, allocator: nil)
                 }
             case .free:
+                live.removeValue(forKey: e.tensor)
                 if allocator != nil, let h = handles.removeValue(forKey: e.tensor) { allocator!.free(h) }
             case .retag:
-                break
+                live[e.tensor]?.category = e.category
             }
         }
+    }
+
+    /// "step 3, prefill layer 27" (or "load, …" for the weights).
+    static func `where`(_ step: Int, _ e: AllocationEvent) -> String {
+        (step < 0 ? "load" : "step \(step)") + ", " + e.location
+    }
+
+    /// Interns the program location of `e` as an allocator frame.
+    mutating func frameID(step: Int, _ e: AllocationEvent) -> Int32 {
+        let key = FrameKey(step: step, phase: e.phase, index: e.index, category: e.category)
+        if let id = frameIDs[key] { return id }
+        let id = Int32(frames.count)
+        frames.append(AllocatorFrame(step: step, phase: e.phase.label, location: e.location, category: e.category.key))
+        frameIDs[key] = id
+        return id
+    }
+
+    /// Tracks the trajectory's allocated peak in the history and captures the segments when asked.
+    mutating func noteHistory(step: Int, _ e: AllocationEvent) {
+        guard let a = allocator, let count = a.history?.count else { return }
+        if a.stats.allocatedBytes.current > historyPeakAllocatedBytes {
+            historyPeakAllocatedBytes = a.stats.allocatedBytes.current
+            historyPeakEvent = count - 1
+        }
+        if let at = captureAtEvent, capturedSegments == nil, count - 1 >= at {
+            capturedSegments = a.snapshot()
+            capturedLocation = e.location
+            capturedStep = step
+        }
+    }
+
+    /// The largest tensors live after `events[0...through]`, starting from `start`.
+    static func largestTensors(start: [Int: LiveEntry], events: [AllocationEvent], through: Int, step: Int) -> [LiveTensor] {
+        var m = start
+        if through >= 0 {
+            for e in events[0...through] {
+                switch e.kind {
+                case .alloc: m[e.tensor] = LiveEntry(e, step: step)
+                case .free: m.removeValue(forKey: e.tensor)
+                case .retag: m[e.tensor]?.category = e.category
+                }
+            }
+        }
+        // The largest by bytes; equal sizes in a deterministic order (words, then script id).
+        let n = LiveTensor.reportedCount
+        var top = m.sorted { $0.value.bytes != $1.value.bytes ? $0.value.bytes > $1.value.bytes : $0.key < $1.key }.prefix(4 * n).map { ($0.key, $0.value.tensor) }
+        top.sort { a, b in
+            a.1.bytes != b.1.bytes ? a.1.bytes > b.1.bytes : (a.1.category, a.1.allocatedAt, a.0) < (b.1.category, b.1.allocatedAt, b.0)
+        }
+        return Array(top.prefix(n).map(\.1))
+    }
+
+    /// Runs the trajectory twice with the allocator history on: once to find the history event
+    /// of the trajectory's allocated peak, once to capture the segments right after it. The
+    /// figures are those of `run(config:steps:)`.
+    public static func snapshot(config: MemorySimulationConfig, steps: [MemoryStepInput]) throws(MemorySimulationError) -> MemorySnapshot? {
+        guard config.allocator == .torchCaching else { return nil }
+        var first = try MemorySimulator(config: config, recordHistory: true)
+        for s in steps { _ = try first.step(s) }
+        var second = try MemorySimulator(config: config, recordHistory: true, captureAtEvent: max(0, first.historyPeakEvent))
+        var reports: [StepMemoryReport] = []
+        for s in steps { reports.append(try second.step(s)) }
+        guard let a = second.allocator, let history = a.history else { return nil }
+        return MemorySnapshot(
+            segments: second.capturedSegments ?? a.snapshot(), events: history, frames: second.frames,
+            capturedAtEvent: second.capturedSegments == nil ? history.count - 1 : first.historyPeakEvent,
+            capturedAtStep: second.capturedStep, capturedAtLocation: second.capturedLocation,
+            peakAllocatedBytes: reports.map(\.allocatedPeakBytes).max() ?? second.loadedBytes,
+            peakReservedBytes: reports.map(\.reservedPeakBytes).max() ?? second.loadedBytes,
+            peakRequestedBytes: reports.map(\.requestedPeakBytes).max() ?? second.loadedBytes,
+            options: config.cachingOptions)
     }
 
     func rooflineEstimate(flops: FLOPCounts, shape: StepShape, decodeAttentionPairs: Int) -> RooflineEstimate {
@@ -266,7 +390,22 @@ public struct MemorySimulator: Sendable {
             r.decodeSeconds = max(computeSeconds, bytes / bandwidth)
             r.decodeSecondsPerToken = r.decodeSeconds / Double(passes)
         }
-        r.scoringSeconds = Double(flops.scoringFLOPs) / peak
+        r.scoringSeconds = Self.scoringSeconds(flops.scoringFLOPs, config: config)
+        return r
+    }
+
+    /// Roofline time of the policy's scoring stage: compute-bound at the derated peak.
+    public static func scoringSeconds(_ flops: Int, config: MemorySimulationConfig) -> Double {
+        Double(flops) / (config.accelerator.bf16DenseFLOPsPerSecond * config.rooflineEfficiency.computeFraction)
+    }
+
+    /// `report` as if the step's input had carried `scoringFLOPs`: the scoring FLOPs and the
+    /// scoring time are the only figures of a step that depend on them (memory does not), so
+    /// steps that differ only there are simulated once.
+    public static func replacingScoring(_ report: StepMemoryReport, scoringFLOPs: Int, config: MemorySimulationConfig) -> StepMemoryReport {
+        var r = report
+        r.flops.scoringFLOPs = scoringFLOPs
+        r.roofline.scoringSeconds = scoringSeconds(scoringFLOPs, config: config)
         return r
     }
 }

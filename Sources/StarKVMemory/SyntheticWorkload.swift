@@ -18,6 +18,8 @@ public struct SyntheticWorkload: Sendable, Hashable, Codable {
     public var budgetPercent: Double?
     /// Scoring FLOPs per step, if a policy figure is known.
     public var scoringFLOPsPerStep: Int
+    /// An absolute budget: prompt tokens kept per layer (min(L, n)); overrides `budgetPercent`.
+    public var budgetTokens: Int? = nil
 
     public init(
         visualTokensPerScreenshot: Int, screenshotCounts: [Int], textBaseTokens: Int = 600,
@@ -48,7 +50,9 @@ public struct SyntheticWorkload: Sendable, Hashable, Codable {
         screenshotCounts.map { n in
             let L = promptTokens(screenshots: n)
             var kept: [Int]? = nil
-            if let b = budgetPercent, b < 100 {
+            if let n = budgetTokens {
+                if n < L { kept = Array(repeating: n, count: numLayers) }
+            } else if let b = budgetPercent, b < 100 {
                 // ⌊L·b/100⌋ in exact arithmetic for budgets with up to 6 decimals.
                 let micro = Int((b * 1_000_000).rounded())
                 kept = Array(repeating: L * micro / 100_000_000, count: numLayers)

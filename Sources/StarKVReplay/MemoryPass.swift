@@ -7,12 +7,42 @@ import StarKVPolicies
 /// in parallel into fixed slots.
 enum MemoryPass {
     static func simulate(pairs: [PairReplay], config: MemorySimulationConfig, threads: Int) throws -> [ReplayResults.RunResult] {
-        let slots = DeterministicParallel.map(count: pairs.count, workers: threads) { i in
-            Result { () throws(MemorySimulationError) -> ReplayResults.RunResult in try run(pairs[i], config: config) }
+        // Pairs whose memory inputs are equal apart from the scoring FLOPs (e.g. every uniform
+        // policy at one percentage budget) are simulated once; the scoring figures are set per
+        // pair afterwards. The simulator is deterministic, so the results are the same.
+        var unique: [[MemoryStepInput]] = []
+        var slotOf: [[MemoryStepInput]: Int] = [:]
+        var slots: [Int] = []
+        for pair in pairs {
+            let key = pair.steps.map { s -> MemoryStepInput in
+                var i = input(s)
+                i.scoringFLOPs = 0
+                return i
+            }
+            if let k = slotOf[key] {
+                slots.append(k)
+            } else {
+                slotOf[key] = unique.count
+                slots.append(unique.count)
+                unique.append(key)
+            }
         }
-        return try slots.enumerated().map { i, slot in
-            do { return try slot.get() } catch {
-                throw ReplayError.invalidRequest("\(pairs[i].policy.label) @ \(pairs[i].budget): \(error)")
+        let simulated = DeterministicParallel.map(count: unique.count, workers: threads) { i in
+            Result { () throws(MemorySimulationError) -> [StepMemoryReport] in
+                var sim = try MemorySimulator(config: config)
+                var reports: [StepMemoryReport] = []
+                for s in unique[i] { reports.append(try sim.step(s)) }
+                return reports
+            }
+        }
+        return try pairs.enumerated().map { i, pair in
+            do {
+                let reports = try simulated[slots[i]].get().enumerated().map { j, r in
+                    MemorySimulator.replacingScoring(r, scoringFLOPs: input(pair.steps[j]).scoringFLOPs, config: config)
+                }
+                return run(pair, reports: reports, config: config)
+            } catch {
+                throw ReplayError.invalidRequest("\(pair.policy.label) @ \(pair.budget): \(error)")
             }
         }
     }
@@ -27,12 +57,10 @@ enum MemoryPass {
             scoringFLOPs: Int(s.scoringFLOPs.rounded()))
     }
 
-    static func run(_ pair: PairReplay, config: MemorySimulationConfig) throws(MemorySimulationError) -> ReplayResults.RunResult {
-        var sim = try MemorySimulator(config: config)
+    static func run(_ pair: PairReplay, reports: [StepMemoryReport], config: MemorySimulationConfig) -> ReplayResults.RunResult {
         let kvPerToken = Double(config.model.kvBytesPerToken(storedHeads: config.storedKVHeads))
         var steps: [ReplayResults.StepResult] = []
-        for s in pair.steps {
-            let r = try sim.step(input(s))
+        for (s, r) in zip(pair.steps, reports) {
             let t = r.peakTerms
             let f = r.flops
             steps.append(
@@ -57,7 +85,10 @@ enum MemoryPass {
                     rooflineSeconds: r.roofline.visionSeconds + r.roofline.prefillSeconds + r.roofline.decodeSeconds
                         + r.roofline.scoringSeconds,
                     decodeMassRetained: s.decodeMassRetained, cachedWindowMass: s.cachedWindowMass,
-                    imageShareBefore: s.imageShareBefore, imageShareAfter: s.imageShareAfter))
+                    imageShareBefore: s.imageShareBefore, imageShareAfter: s.imageShareAfter,
+                    breakdown: breakdown(t), requestedPeakBytes: Double(r.requestedPeakBytes),
+                    peakPhase: r.peakPhase, peakLocation: r.peakLocation,
+                    peakTensors: r.peakTensors.map(ReplayResults.PeakTensor.init)))
         }
         let quality = pair.steps.compactMap(\.decodeMassRetained)
         let cached = pair.steps.compactMap(\.cachedWindowMass)
@@ -77,5 +108,29 @@ enum MemoryPass {
             keptDigest: pair.keptDigest, steps: steps, summary: summary)
     }
 
+    /// The report's terms from the simulator's categories (docs/report.md §2).
+    static func breakdown(_ t: MemoryTerms) -> ReplayResults.MemoryBreakdown { ReplayResults.MemoryBreakdown(terms: t) }
+
+    /// The memory inputs of a replayed pair (for `MemorySimulator.snapshot`).
+    static func inputs(_ pair: PairReplay) -> [MemoryStepInput] { pair.steps.map(input) }
+
     static func mean(_ xs: [Double]) -> Double { xs.isEmpty ? 0 : xs.reduce(0, +) / Double(xs.count) }
+}
+
+extension ReplayResults.MemoryBreakdown {
+    /// The report's terms from the simulator's categories at a step's peak (docs/report.md §2):
+    /// MLP = SwiGLU intermediates + layer activations; attention workspace = score/softmax/
+    /// repeat_kv copies + the eager mask; other = inputs, compression scratch, decode transients.
+    public init(terms t: MemoryTerms) {
+        self.init(
+            weights: Double(t.weightsBytes), kvNow: Double(t.kvNowBytes), kvPrevious: Double(t.kvPreviousBytes),
+            logits: Double(t.logitsBytes), mlpActivations: Double(t.mlpTransientBytes + t.activationBytes),
+            attentionWorkspace: Double(t.attentionTransientBytes + t.attentionMaskBytes), vit: Double(t.vitTransientBytes),
+            other: Double(t.inputsBytes + t.compressionScratchBytes + t.decodeTransientBytes),
+            reservedUnallocated: Double(t.allocatorSlackBytes))
+    }
+}
+
+extension ReplayResults.PeakTensor {
+    public init(_ t: LiveTensor) { self.init(bytes: Double(t.bytes), category: t.category, allocatedAt: t.allocatedAt) }
 }

@@ -17,6 +17,9 @@ public struct ReplayRequest: Sendable {
     public var generator: String
     /// Arithmetic of the policies; nil = what the trace header says (fp32 when it says nothing).
     public var numerics: ReplayNumerics?
+    /// Other GPUs to give a fits / does-not-fit verdict on (the memory pass is repeated for each;
+    /// docs/report.md §2). The simulated GPU itself is skipped.
+    public var verdictGPUs: [Accelerator] = []
 
     public init(
         tracePath: String, policies: [PolicySpec], budgets: [KVBudget], loop: CacheLoop, memory: MemorySimulationConfig,
@@ -38,6 +41,13 @@ public struct ReplayRequest: Sendable {
 /// simulation of each pair, then the results with their digest.
 public enum Replay {
     public static func run(_ request: ReplayRequest, progress: ((ReplayProgress) -> Void)? = nil) throws -> ReplayResults {
+        try execute(request, progress: progress).results
+    }
+
+    /// `run`, also returning the replayed pairs and the memory configuration (for snapshots).
+    static func execute(_ request: ReplayRequest, progress: ((ReplayProgress) -> Void)? = nil) throws -> (
+        results: ReplayResults, pairs: [PairReplay], memory: MemorySimulationConfig
+    ) {
         guard !request.policies.isEmpty else { throw ReplayError.invalidRequest("no policies to replay") }
         guard !request.budgets.isEmpty else { throw ReplayError.invalidRequest("no budgets to replay") }
         let reader: TraceReader
@@ -100,13 +110,15 @@ public enum Replay {
         let settings = ReplayResults.Settings(
             policies: request.policies, budgets: request.budgets.map(\.description), loop: request.loop.rawValue,
             simulatedModel: m.model.id, gpu: m.accelerator.id, gpuCapacityBytes: Double(m.accelerator.allocatorCapacityBytes),
+            gpuName: m.accelerator.displayName,
             attention: m.llmAttention.rawValue, visionAttention: m.visionAttention.rawValue, storedKVHeads: m.storedKVHeads,
             logits: m.logits.rawValue, allocator: m.allocator.rawValue, retainPreviousCache: m.retainPreviousCache)
         var results = ReplayResults(
             schemaVersion: ReplayResults.currentSchemaVersion, generator: request.generator, trace: info, settings: settings,
             runs: runs, notes: notes, digest: "")
         results.digest = digest(of: results)
-        return results
+        results.gpuVerdicts = try gpuVerdicts(pairs: pairs, memory: memory, gpus: request.verdictGPUs, threads: request.threads)
+        return (results, pairs, memory)
     }
 
     /// SHA-256 over each run's kept digest and its memory curve (allocated and reserved peak per

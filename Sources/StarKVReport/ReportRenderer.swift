@@ -1,14 +1,18 @@
 import Foundation
 import StarKVModel
 import StarKVReplay
+import StarKVTrace
 
 /// Renders `ReplayResults` into the files of a report directory: `report.html` (self-contained,
 /// inline SVG, no network), `steps.csv`, `runs.csv`, `trace.json` (Chrome trace events for
 /// Perfetto) and `results.json`. Pure functions of the results: same results, same bytes.
 public enum ReportRenderer {
     /// Writes every report file into `directory` (created if needed); returns the paths written.
+    /// Each file goes through a temporary name and a rename (`OutputFile`), so a reader never
+    /// sees a half-written report; `inputs` (e.g. the results.json being re-rendered, the trace)
+    /// are never overwritten.
     @discardableResult
-    public static func write(_ results: ReplayResults, to directory: String) throws -> [String] {
+    public static func write(_ results: ReplayResults, to directory: String, inputs: [String] = []) throws -> [String] {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let files: [(String, String)] = [
             ("results.json", try resultsJSON(results)),
@@ -20,26 +24,29 @@ public enum ReportRenderer {
         var written: [String] = []
         for (name, text) in files {
             let path = (directory as NSString).appendingPathComponent(name)
-            guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) else {
-                throw ReplayError.io("cannot write \(path)")
+            // Re-rendering a results.json in place rewrites that same file on purpose.
+            let guarded = name == "results.json" ? inputs.filter { !OutputFile.isSameFile($0, path) } : inputs
+            do { try OutputFile.write(Data(text.utf8), to: path, inputs: guarded) } catch {
+                throw ReplayError.io("\(error)")
             }
             written.append(path)
         }
         return written
     }
 
-    /// Loads a `results.json` written by `write` (for `starkv report`).
+    /// Loads a `results.json` written by `write` (for `starkv report`): schema v1 and v2.
     public static func load(_ path: String) throws -> ReplayResults {
         guard let data = FileManager.default.contents(atPath: path) else { throw ReplayError.io("cannot read \(path)") }
-        let results: ReplayResults
-        do { results = try JSONDecoder().decode(ReplayResults.self, from: data) } catch {
-            throw ReplayError.io("\(path) is not a StarKV results.json: \(error)")
-        }
-        guard results.schemaVersion <= ReplayResults.currentSchemaVersion else {
+        struct Version: Decodable { var schemaVersion: Int? }
+        let version = (try? JSONDecoder().decode(Version.self, from: data))?.schemaVersion
+        guard let version else { throw ReplayError.io("\(path) is not a StarKV results.json: no schemaVersion") }
+        guard version >= ReplayResults.oldestReadableSchemaVersion, version <= ReplayResults.currentSchemaVersion else {
             throw ReplayError.io(
-                "\(path) has results schema \(results.schemaVersion); this StarKV reads up to \(ReplayResults.currentSchemaVersion)")
+                "\(path) has results schema \(version); this StarKV reads schemas \(ReplayResults.oldestReadableSchemaVersion)…\(ReplayResults.currentSchemaVersion)")
         }
-        return results
+        do { return try JSONDecoder().decode(ReplayResults.self, from: data) } catch {
+            throw ReplayError.io("\(path) is not a StarKV results.json (schema \(version)): \(error)")
+        }
     }
 
     public static func resultsJSON(_ r: ReplayResults) throws -> String {
@@ -98,6 +105,9 @@ public enum ReportRenderer {
 
     /// One process per run; a counter track of memory per step and spans for each step's
     /// phases laid out on a roofline time axis.
+    /// Version of StarKV's `trace.json` (in `otherData`, the trace-event format's metadata).
+    public static let chromeTraceSchemaVersion = 1
+
     public static func chromeTraceJSON(_ r: ReplayResults) throws -> String {
         var t = ChromeTrace()
         for (pid0, run) in r.runs.enumerated() {
@@ -130,9 +140,12 @@ public enum ReportRenderer {
         struct Wrapper: Encodable {
             var traceEvents: [ChromeTrace.Event]
             var displayTimeUnit = "ms"
+            /// The trace-event format's free-form metadata: where StarKV states its version.
+            var otherData: [String: String]
         }
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
-        return String(decoding: try e.encode(Wrapper(traceEvents: t.events)), as: UTF8.self) + "\n"
+        let meta = ["schemaVersion": String(chromeTraceSchemaVersion), "generator": r.generator, "resultsSchemaVersion": String(r.schemaVersion)]
+        return String(decoding: try e.encode(Wrapper(traceEvents: t.events, otherData: meta)), as: UTF8.self) + "\n"
     }
 }

@@ -8,6 +8,10 @@ enum MemoryFlags {
     static let attention: [String: AttentionImplementation] = [
         "eager": .eager, "flash": .flash, "flash_attention_2": .flash, "sdpa": .flash,
     ]
+    /// The GPU names both commands accept (presets, aliases, custom capacities).
+    static var gpuChoices: String {
+        (Accelerator.presets.map(\.id) + Accelerator.aliases.keys.sorted()).joined(separator: ", ") + ", or custom:48GB / custom:40GiB"
+    }
     static let weightDtypes: [String: WeightDtype] = ["bf16": .bf16, "fp32": .fp32]
 
     /// The table entry for `text` (case-insensitive), or a ValidationError listing the choices.

@@ -43,6 +43,13 @@ struct ReplayCommand: ParsableCommand {
     @Flag(help: "No progress bar.") var quiet = false
     @Option(help: "Policy arithmetic: fp32 or bf16-reference (default: the trace's numerics, fp32 when it records none; docs/policies.md \"Numerics\").")
     var numerics: String?
+    @Option(name: .customLong("gpu-name"), help: "Name the GPU in the report (e.g. for a custom:<N>GB card).") var gpuName: String?
+    @Option(name: .customLong("memory-snapshot"), help: "Write one run's allocator history as a PyTorch memory snapshot pickle (pytorch.org/memory_viz).")
+    var memorySnapshot: String?
+    @Option(name: .customLong("snapshot-run"), help: "The run of --memory-snapshot as POLICY@BUDGET (default: the largest peak allocated).")
+    var snapshotRun: String?
+    @Option(name: .customLong("verdict-gpus"), help: "Other GPUs for the report's verdict (comma list of --gpu names, or 'none').")
+    var verdictGPUs = "h100-80gb,a100-80gb,h200"
 
     func run() throws {
         let reader = try TraceReader(path: trace)
@@ -57,12 +64,32 @@ struct ReplayCommand: ParsableCommand {
             }
             request.numerics = n
         }
+        if let gpuName {
+            guard !gpuName.trimmingCharacters(in: .whitespaces).isEmpty, gpuName.count <= 80 else {
+                throw ValidationError("--gpu-name must be 1 to 80 characters")
+            }
+            request.memory.accelerator = request.memory.accelerator.renamed(gpuName)
+        }
+        if verdictGPUs != "none" {
+            for name in verdictGPUs.split(separator: ",", omittingEmptySubsequences: false) {
+                do { request.verdictGPUs.append(try Accelerator.named(String(name).trimmingCharacters(in: .whitespaces))) } catch {
+                    throw ValidationError("--verdict-gpus: \(error.description)")
+                }
+            }
+        }
         let bar = ProgressBar(enabled: !quiet && isatty(STDERR_FILENO) != 0)
-        let results = try Replay.run(request) { p in
+        let (results, snapshot, snapshotLabel) = try Replay.runWithSnapshot(
+            request, snapshotRun: memorySnapshot == nil ? nil : snapshotRun, wanted: memorySnapshot != nil
+        ) { p in
             bar.update(done: p.stepsDone, total: p.stepsTotal, label: "\(p.phase) · \(p.pairs) pairs")
         }
         bar.finish()
-        let written = try ReportRenderer.write(results, to: out)
+        let written = try ReportRenderer.write(results, to: out, inputs: [trace])
+        if let memorySnapshot {
+            guard let snapshot, let snapshotLabel else { throw ValidationError("--memory-snapshot needs the torch caching allocator (--allocator torch)") }
+            try OutputFile.write(Data(snapshot.pickle()), to: memorySnapshot, inputs: [trace])
+            print("memory snapshot of \(snapshotLabel): \(memorySnapshot) (\(snapshot.events.count) allocator events)")
+        }
         print(ReplaySummaryText.render(results))
         print("report: \(written.last!)  (also results.json, steps.csv, runs.csv, trace.json in \(out))")
         if let dumpKept { print("kept sets: \(dumpKept)") }
@@ -83,7 +110,7 @@ struct ReportCommand: ParsableCommand {
     func run() throws {
         let r = try ReportRenderer.load(results)
         let dir = out ?? (results as NSString).deletingLastPathComponent
-        let written = try ReportRenderer.write(r, to: dir.isEmpty ? "." : dir)
+        let written = try ReportRenderer.write(r, to: dir.isEmpty ? "." : dir, inputs: [results])
         print("report: \(written.last!)")
     }
 }

@@ -33,7 +33,9 @@ def predict(binary: str, r: dict) -> list[dict]:
         if p.returncode != 0:
             sys.exit(f"{' '.join(cmd)} failed:\n{p.stderr}")
         with open(out) as f:
-            return json.load(f)["steps"]
+            data = json.load(f)
+        # `starkv memory --json` schema 2 lists trajectories; schema 1 was one bare trajectory.
+        return data["trajectories"][0]["report"]["steps"] if "schemaVersion" in data else data["steps"]
 
 
 def main() -> None:
