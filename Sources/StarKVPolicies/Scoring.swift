@@ -184,7 +184,10 @@ func kthLargestKey<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], _ k: Int
                 return (bucket, nil)
             }
             if let found { return found }
-            candidates = candidates.filter { Int(truncatingIfNeeded: $0 >> K(shift)) & 0xFF == bucket }
+            // Scores of one row often share their top digits: no copy when every candidate is in the bucket.
+            if hist[bucket] != candidates.count {
+                candidates = candidates.filter { Int(truncatingIfNeeded: $0 >> K(shift)) & 0xFF == bucket }
+            }
             shift -= 8
         }
     }
