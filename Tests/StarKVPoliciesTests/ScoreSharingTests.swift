@@ -50,16 +50,19 @@ import StarKVTrace
         let budgets: [KVBudget] = [.percent(5), .percent(10), .percent(20), .percent(40), .percent(60), .percent(100), .tokens(3)]
         let policies: [any KVPolicy] = [
             SnapKVPolicy(), PyramidKVPolicy(), SnapKVPolicy(window: 16, kernel: 3, pooling: .max),
+            GUIKVPolicy(), GUIKVPolicy(granularity: .kvHead), GUIKVPolicy(alpha: 0, temporal: true),
         ]
         for policy in policies {
             #expect(policy.sharesScoresAcrossBudgets)
             for step in steps {
-                let inputs = budgets.map { PolicyStepInput(header: header, step: step, budget: $0) }
+                for numerics in ReplayNumerics.allCases {
+                let inputs = budgets.map { PolicyStepInput(header: header, step: step, budget: $0, numerics: numerics) }
                 let states = budgets.map { _ in policy.initialState }
                 let many = policy.compressMany(inputs, states: states)
                 for (i, input) in inputs.enumerated() {
                     let one = try policy.compress(input, state: states[i])
-                    #expect(try many[i].get() == one, "\(policy.name) \(input.budget)")
+                    #expect(try many[i].get() == one, "\(policy.name) \(input.budget) \(numerics)")
+                }
                 }
             }
         }
