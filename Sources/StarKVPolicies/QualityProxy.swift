@@ -77,7 +77,8 @@ public enum QualityProxy {
 /// same errors).
 public struct StepDecodeMass: Sendable {
     struct Layer: Sendable {
-        var rows: [[Float]]
+        /// The layer's `decode_attn_sum` tensor (shares the step's bytes; checked [H, L] float).
+        var tensor: Tensor
         var totals: [Double]
     }
 
@@ -103,13 +104,18 @@ public struct StepDecodeMass: Sendable {
         let l = step.promptLength
         layers = DeterministicParallel.map(count: header.model.numLayers, workers: workers) { layer -> Result<Layer, PolicyError> in
             do {
+                // Checks the chunk (shape, dtype) and converts it one row at a time for the totals;
+                // the kept sums later read the stored values directly.
                 let rows = try fields.headRows(TraceField.decodeAttnSum, layer: layer, columns: l)
                 let totals = rows.map { row -> Double in
                     var total = 0.0
                     for x in row { total += Double(x) }
                     return total
                 }
-                return .success(Layer(rows: rows, totals: totals))
+                guard let chunk = step.chunk(TraceField.decodeAttnSum, layer: layer) else {
+                    throw PolicyError.missingChunk(policy: "quality-proxy", field: TraceField.decodeAttnSum, layer: layer, episode: step.episodeID, step: step.stepIndex)
+                }
+                return .success(Layer(tensor: chunk.tensor, totals: totals))
             } catch {
                 return .failure(error as? PolicyError ?? .invalidStep(policy: "quality-proxy", episode: step.episodeID, step: step.stepIndex, reason: "\(error)"))
             }
@@ -125,13 +131,49 @@ public struct StepDecodeMass: Sendable {
                 return try QualityProxy.decodeAttentionShare(header: header, step: step, selection: sel)
             }
             let data = try layers[sel.layer].get()
+            let l = step.promptLength
             var kept = 0.0, total = 0.0
-            for (h, row) in data.rows.enumerated() {
+            for h in data.totals.indices {
                 var k = 0.0
-                row.withUnsafeBufferPointer { r in
-                    for idx in sel.keptIndices(forQueryHead: h, queryHeadsPerKVHead: g) {
+                let row = sel.keptIndices(forQueryHead: h, queryHeadsPerKVHead: g)
+                // Read the stored values in place (the same Float values `Tensor.floats` gives).
+                switch data.tensor.dtype {
+                case .f32:
+                    data.tensor.bytes.withUnsafeBytes { raw in
+                        for idx in row {
+                            let j = Int(idx)
+                            if j >= 0 && j < l {
+                                k += Double(Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: (h * l + j) * 4, as: UInt32.self))))
+                            }
+                        }
+                    }
+                case .f16:
+                    data.tensor.bytes.withUnsafeBytes { raw in
+                        HalfPrecision.table.withUnsafeBufferPointer { table in
+                            for idx in row {
+                                let j = Int(idx)
+                                if j >= 0 && j < l {
+                                    let bits = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: (h * l + j) * 2, as: UInt16.self))
+                                    k += Double(table[Int(bits)])
+                                }
+                            }
+                        }
+                    }
+                case .bf16:
+                    data.tensor.bytes.withUnsafeBytes { raw in
+                        for idx in row {
+                            let j = Int(idx)
+                            if j >= 0 && j < l {
+                                let bits = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: (h * l + j) * 2, as: UInt16.self))
+                                k += Double(Float(bitPattern: UInt32(bits) << 16))
+                            }
+                        }
+                    }
+                default:
+                    let values = data.tensor.floats(from: h * l, count: l)
+                    for idx in row {
                         let j = Int(idx)
-                        if j >= 0 && j < r.count { k += Double(r[j]) }
+                        if j >= 0 && j < l { k += Double(values[j]) }
                     }
                 }
                 kept += k

@@ -67,4 +67,33 @@ import StarKVTrace
             }
         }
     }
+
+    /// The shared per-step quality inputs give exactly the per-pair decode proxy, for every
+    /// float dtype the field may be stored in, and the same error for a missing chunk.
+    @Test func stepDecodeMassEqualsThePerPairDecodeProxy() throws {
+        let header = Fixture.header()
+        let base = Fixture.randomStep(seed: 9, length: 120, images: [Fixture.image(10, 50), Fixture.image(60, 100)])
+        for dtype in [TensorDType.f32, .f16, .bf16] {
+            var step = base
+            for c in step.chunks.indices where step.chunks[c].field == TraceField.decodeAttnSum {
+                let t = step.chunks[c].tensor
+                step.chunks[c].tensor = Tensor(floats: t.floats(), shape: t.shape, dtype: dtype)
+            }
+            let mass = StepDecodeMass(header: header, step: step, workers: 2)
+            for policy in [SnapKVPolicy(), GUIKVPolicy(granularity: .kvHead)] as [any KVPolicy] {
+                for budget in [KVBudget.percent(10), .percent(50)] {
+                    let out = try policy.compress(PolicyStepInput(header: header, step: step, budget: budget), state: .empty)
+                    let expected = try QualityProxy.decodeAttentionShares(header: header, step: step, output: out)
+                    #expect(try mass.shares(of: out.layers) == expected, "\(dtype) \(policy.name) \(budget)")
+                    #expect(expected.allSatisfy { $0 != nil })
+                }
+            }
+        }
+        var missing = base
+        missing.chunks.removeAll { $0.field == TraceField.decodeAttnSum && $0.layer == 1 }
+        let out = try SnapKVPolicy().compress(PolicyStepInput(header: header, step: missing, budget: .percent(20)), state: .empty)
+        #expect(throws: PolicyError.missingChunk(policy: "quality-proxy", field: TraceField.decodeAttnSum, layer: 1, episode: "ep", step: 0)) {
+            try StepDecodeMass(header: header, step: missing).shares(of: out.layers)
+        }
+    }
 }
