@@ -44,7 +44,7 @@ test-python: python-deps
 	else echo "python recorder: not present yet"; fi
 
 # Creates .venv when missing and installs the recorder with its test extras from PyPI
-# (numpy, zstandard, protobuf, crc32c, torch, torchvision, transformers, pillow, pytest).
+# (numpy, zstandard, protobuf, crc32c, pandas, torch, torchvision, transformers, pillow, pytest, ray).
 python-deps:
 	@if [ -f python/pyproject.toml ]; then \
 	  [ -x $(PY) ] || $(PYTHON) -m venv $(VENV); \
@@ -100,6 +100,7 @@ bench: build python-deps
 	benchmarks/allocator/run.sh $(BIN)
 	$(PY) benchmarks/recorder/bench_recorder.py --reps 5 --new-tokens 16 --side 448 --layers 4 --threads 1
 	benchmarks/replay/run.sh $(BIN) $(PY)
+	benchmarks/sweep/run.sh $(BIN) $(PY)
 
 clean:
 	rm -rf .build out

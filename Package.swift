@@ -58,11 +58,14 @@ let package = Package(
         .target(
             name: "StarKVReport", dependencies: ["StarKVReplay", "StarKVMemory", "StarKVTrace"],
             swiftSettings: strictSettings),
+        .target(
+            name: "StarKVSweep", dependencies: ["StarKVModel", "StarKVTrace", "StarKVPolicies", "StarKVReplay", "StarKVReport"],
+            swiftSettings: strictSettings),
         .executableTarget(
             name: "starkv",
             dependencies: [
                 "StarKVModel", "StarKVTrace", "StarKVSynth", "StarKVPolicies", "StarKVMemory",
-                "StarKVReplay", "StarKVReport",
+                "StarKVReplay", "StarKVReport", "StarKVSweep",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings),
@@ -81,6 +84,7 @@ let package = Package(
             dependencies: ["StarKVReplay", "StarKVSynth", "StarKVTrace", "StarKVModel"]),
         .testTarget(
             name: "StarKVReportTests", dependencies: ["StarKVReport", "StarKVReplay", "StarKVMemory", "StarKVModel"]),
+        .testTarget(name: "StarKVSweepTests", dependencies: ["StarKVSweep", "StarKVReplay", "StarKVReport"]),
         .testTarget(name: "StarKVCLITests", dependencies: []),
     ]
 )

@@ -18,6 +18,8 @@ public struct ReplayResults: Sendable, Codable, Equatable {
     public var notes: [String]
     /// SHA-256 over every run's kept sets and memory curve (deterministic replay check).
     public var digest: String
+    /// Trace path and SHA-256, sweep unit (docs/sweeps.md); absent in files written before it.
+    public var provenance: Provenance? = nil
     /// v2: the same runs' memory on other GPUs (not part of the digest).
     public var gpuVerdicts: [GPUVerdict]? = nil
 

@@ -60,46 +60,11 @@ public enum ReportRenderer {
     static func num(_ v: Double, _ digits: Int = 6) -> String { UnitFormat.fixed(v, digits) }
     static func opt(_ v: Double?, _ digits: Int = 6) -> String { v.map { num($0, digits) } ?? "" }
 
-    public static func stepsCSV(_ r: ReplayResults) -> String {
-        var t = CSVTable(header: [
-            "policy", "budget", "step", "episode", "prompt_length", "images", "kept_tokens_mean", "kept_fraction", "kv_bytes",
-            "weights_bytes", "kv_now_bytes", "kv_previous_bytes", "logits_bytes", "inputs_bytes", "transient_bytes",
-            "allocator_slack_bytes", "allocated_peak_bytes", "reserved_peak_bytes", "inactive_split_bytes", "oom", "oom_phase",
-            "vision_flops", "prefill_flops_nominal", "prefill_flops_causal", "decode_flops", "scoring_flops", "roofline_seconds",
-            "decode_mass_retained", "cached_window_mass",
-        ])
-        for run in r.runs {
-            for s in run.steps {
-                t.append([
-                    run.policy, run.budget, "\(s.step)", s.episode, "\(s.promptLength)", "\(s.images)", num(s.keptTokensMean, 2),
-                    num(s.keptFraction), num(s.kvBytes, 0), num(s.terms.weights, 0), num(s.terms.kvNow, 0),
-                    num(s.terms.kvPrevious, 0), num(s.terms.logits, 0), num(s.terms.inputs, 0), num(s.terms.transients, 0),
-                    num(s.terms.allocatorSlack, 0), num(s.allocatedPeakBytes, 0), num(s.reservedPeakBytes, 0),
-                    num(s.inactiveSplitBytes, 0), s.oom ? "1" : "0", s.oomPhase ?? "", num(s.flops.vision, 0),
-                    num(s.flops.prefillNominal, 0), num(s.flops.prefillCausal, 0), num(s.flops.decode, 0), num(s.flops.scoring, 0),
-                    num(s.rooflineSeconds), opt(s.decodeMassRetained), opt(s.cachedWindowMass),
-                ])
-            }
-        }
-        return t.render()
-    }
+    /// `steps.csv`: the long, tidy table of `TidyCSV` (TabularOutput.swift).
+    public static func stepsCSV(_ r: ReplayResults) -> String { TidyCSV.steps([r]) }
 
-    public static func runsCSV(_ r: ReplayResults) -> String {
-        var t = CSVTable(header: [
-            "policy", "budget", "peak_allocated_bytes", "peak_reserved_bytes", "first_oom_step", "mean_kept_fraction",
-            "mean_decode_mass_retained", "mean_cached_window_mass", "total_scoring_flops", "total_flops", "scoring_overhead",
-            "kept_digest",
-        ])
-        for run in r.runs {
-            let s = run.summary
-            t.append([
-                run.policy, run.budget, num(s.peakAllocatedBytes, 0), num(s.peakReservedBytes, 0), s.firstOOMStep.map(String.init) ?? "",
-                num(s.meanKeptFraction), opt(s.meanDecodeMassRetained), opt(s.meanCachedWindowMass), num(s.totalScoringFLOPs, 0),
-                num(s.totalFLOPs, 0), num(s.scoringOverhead, 9), run.keptDigest,
-            ])
-        }
-        return t.render()
-    }
+    /// `runs.csv`: the long, tidy table of `TidyCSV` (TabularOutput.swift).
+    public static func runsCSV(_ r: ReplayResults) -> String { TidyCSV.runs([r]) }
 
     // MARK: Perfetto
 

@@ -78,12 +78,14 @@ struct ReplayCommand: ParsableCommand {
             }
         }
         let bar = ProgressBar(enabled: !quiet && isatty(STDERR_FILENO) != 0)
-        let (results, snapshot, snapshotLabel) = try Replay.runWithSnapshot(
+        let traceHash = PendingFileHash(path: trace)  // provenance, hashed while the replay runs
+        var (results, snapshot, snapshotLabel) = try Replay.runWithSnapshot(
             request, snapshotRun: memorySnapshot == nil ? nil : snapshotRun, wanted: memorySnapshot != nil
         ) { p in
             bar.update(done: p.stepsDone, total: p.stepsTotal, label: "\(p.phase) · \(p.pairs) pairs")
         }
         bar.finish()
+        results.provenance = Provenance(tracePath: trace, traceSHA256: try traceHash.wait())  // docs/sweeps.md
         let written = try ReportRenderer.write(results, to: out, inputs: [trace])
         if let memorySnapshot {
             guard let snapshot, let snapshotLabel else { throw ValidationError("--memory-snapshot needs the torch caching allocator (--allocator torch)") }

@@ -20,6 +20,8 @@ struct StarKV: ParsableCommand {
             Record.self,
             ReplayCommand.self,
             ReportCommand.self,
+            SweepCommand.self,
+            MergeCommand.self,
             BenchRead.self,
         ]
     )

@@ -73,9 +73,11 @@ import StarKVTrace
         // g0 mean: [.3,.7,.35,.65,.2,.4,.25,.35] → 1, 3, 5.  g1: [.3,.2,.35,.15,.4,.1,.45,.55] → 7, 6, 4.
         #expect(out.layers[0].granularity == .kvHead)
         #expect(out.layers[0].keptIndices == [[1, 3, 5, 8, 9], [4, 6, 7, 8, 9]])
-        // Budget below the window: the first C window positions.
+        // Budget below the window: the window is padded with the layer's maximum (g0's 0.35 at
+        // position 1 with w = 4) and topk(3) takes the tied positions lowest first: g0 keeps 1
+        // and two window positions, g1 (all below the maximum) the first three window positions.
         let small = try SnapKVPressPolicy(window: 4, kernel: 1).compress(input(s, .tokens(3)), state: .empty)
-        #expect(small.layers[0].keptIndices == [[6, 7, 8], [6, 7, 8]])
+        #expect(small.layers[0].keptIndices == [[1, 6, 7], [6, 7, 8]])
     }
 
     @Test func h2oUsesUnpooledAllQueryColumnSums() throws {

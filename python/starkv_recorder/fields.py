@@ -19,7 +19,8 @@ block follows the reference kernels' dtype flow (`update_kv` of the STaR-KV / GU
 q.k in bf16, divided by sqrt(d) in bf16, the window's causal mask added, softmax in fp32 cast back
 to bf16, and the window rows summed into a bf16 tensor (`.sum(dim=-2)`) — computed separately for
 every recorded window, as the reference does for its one window; `colsum_postvis` is the same
-sum over the post-vision rows (VL-Cache), `win_rows` those bf16 probabilities (stored as f16:
+sum over the post-vision rows (VL-Cache), `colsum_all` the bf16 sum over all rows (H2O),
+`win_rows` those bf16 probabilities (stored as f16:
 exact for probabilities >= 2^-14) and `hid_norm` the bf16 norm of the bf16 hidden state.
 The stored f32 values are then exactly bf16 values. Other fields stay fp32.
 Results are deterministic for a given device and torch build (fixed chunking, fixed reduction
@@ -150,6 +151,26 @@ def reference_window_sums(q, k, window: int):
     return reference_window_probs(q, k, window).sum(dim=-2)                  # bf16 [G, L]
 
 
+def reference_column_sums(q, k, chunk_rows: int = 512):
+    """H2O's column sums in the reference's dtype flow (KVCache-Factory `H2OKVCluster.update_kv`;
+    docs/algorithms.md §6.2, §12): bf16 logits of all L query rows (causal), fp32 softmax cast to
+    bf16, summed over the rows into a bf16 tensor [G, L]. Rows are processed in chunks; the sum
+    accumulates in fp32 and is rounded once, as the one `.sum(dim=-2)` kernel does."""
+    _need_torch()
+    L, d = k.shape
+    kb = k.to(torch.bfloat16)
+    acc = torch.zeros(q.shape[0], L, dtype=torch.float32, device=q.device)
+    step = max(1, int(chunk_rows))
+    for a in range(0, L, step):
+        b = min(L, a + step)
+        logits = torch.matmul(q[:, a:b].to(torch.bfloat16), kb[:b].transpose(0, 1)) / math.sqrt(d)   # bf16 [G, b-a, b]
+        rows = torch.arange(a, b, device=q.device).view(-1, 1)
+        cols = torch.arange(b, device=q.device).view(1, -1)
+        logits = logits.masked_fill(cols > rows, float("-inf"))
+        acc[:, :b] += torch.softmax(logits, dim=-1, dtype=torch.float32).to(torch.bfloat16).float().sum(dim=1)
+    return acc.to(torch.bfloat16)
+
+
 def compute_layer_fields(queries, keys, hidden_states, image_spans: Sequence[tuple[int, int]],
                          post_vision_start: int, *, fields: str | Iterable[str] = "standard",
                          window_sizes: Sequence[int] = DEFAULT_WINDOW_SIZES, win_rows_max: int = 0,
@@ -249,7 +270,7 @@ def compute_layer_fields(queries, keys, hidden_states, image_spans: Sequence[tup
                 if W:
                     n = min(W, Wb)
                     win_rows[hs, W - n:, :b] = p[:, Wb - n:]
-    if bf16 and (want_win or COLSUM_POSTVIS in names or W):
+    if bf16 and (want_win or COLSUM_POSTVIS in names or COLSUM_ALL in names or W):
         for g in range(Hkv):
             hs = slice(g * G, (g + 1) * G)
             if W:
@@ -260,6 +281,8 @@ def compute_layer_fields(queries, keys, hidden_states, image_spans: Sequence[tup
                     win_sum[wi, hs] = reference_window_sums(q[hs], k[g], int(w)).float()
             if COLSUM_POSTVIS in names:
                 col_pv[hs] = reference_window_sums(q[hs], k[g], L - e_star).float()
+            if COLSUM_ALL in names:
+                col_all[hs] = reference_column_sums(q[hs], k[g], rows_per_chunk).float()
     if want_win:
         out[WIN_SUM] = win_sum.cpu().numpy().astype(win_sum_dtype)
     if W:

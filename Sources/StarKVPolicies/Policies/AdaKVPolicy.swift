@@ -49,7 +49,9 @@ public struct AdaKVPolicy: KVPolicy {
     public var requiredFields: [String] { [TraceField.winSum] }
 
     /// Per-head past capacities from per-head scores (each row length P) and base capacity B0.
-    func headCapacities(_ scores: [[Float]], base b0: Int) -> [Int] {
+    /// With `bf16`, the normalization is the reference's bf16 tensor ops (docs/algorithms.md §12):
+    /// the top-B0 and total sums rounded to bf16, their quotient rounded, each product rounded.
+    func headCapacities(_ scores: [[Float]], base b0: Int, bf16: Bool = false) -> [Int] {
         let n = scores.count
         let p = scores.first?.count ?? 0
         var flat = [Float]()
@@ -57,7 +59,10 @@ public struct AdaKVPolicy: KVPolicy {
         for row in scores {
             var sorted = row.map { $0.isNaN ? -Float.infinity : $0 }
             sorted.sort(by: >)
-            if normalize {
+            if normalize, bf16 {
+                let ratio = bf16Round(bf16Sum(sorted.prefix(b0)) / bf16Sum(sorted))
+                sorted = sorted.map { bf16Round($0 * ratio) }
+            } else if normalize {
                 var top = 0.0, all = 0.0
                 for (i, v) in sorted.enumerated() { all += Double(v); if i < b0 { top += Double(v) } }
                 let ratio = Float(all > 0 ? top / all : 0)
@@ -84,9 +89,21 @@ public struct AdaKVPolicy: KVPolicy {
         var layers: [LayerSelection] = []
         for layer in 0..<fields.numLayers {
             let sums = try fields.windowSums(layer: layer, window: plan.window, columns: plan.past)
-            let pooled = sums.map { pool($0.map { $0 / inv }, kernel: kernel, pooling: pooling) }
-            let scores: [[Float]] = granularity == .kvHead ? groupMeans(pooled, kvHeads: fields.numKVHeads).map { $0.map { Float($0) } } : pooled
-            let caps = headCapacities(scores, base: b0)
+            let scores: [[Float]]
+            let caps: [Int]
+            if input.numerics == .bf16Reference {
+                // docs/algorithms.md §12: `.mean(dim=-2)` of the bf16 probabilities = fp32 sum ×
+                // fl(1/w), one rounding (exactly bf16(win_sum)·(1/w) when w is a power of two),
+                // bf16 pooling, bf16 group means, bf16 normalization.
+                let recip = Float(1) / Float(plan.window)
+                let pooled = sums.map { pool($0.map { bf16Round($0 * recip) }, kernel: kernel, pooling: pooling, numerics: .bf16Reference) }
+                scores = granularity == .kvHead ? groupMeansBF16(pooled, kvHeads: fields.numKVHeads) : pooled
+                caps = headCapacities(scores, base: b0, bf16: true)
+            } else {
+                let pooled = sums.map { pool($0.map { $0 / inv }, kernel: kernel, pooling: pooling) }
+                scores = granularity == .kvHead ? groupMeans(pooled, kvHeads: fields.numKVHeads).map { $0.map { Float($0) } } : pooled
+                caps = headCapacities(scores, base: b0)
+            }
             let rows = (0..<scores.count).map { withWindow(topKAscending(scores[$0], count: caps[$0]), past: plan.past, promptLength: l) }
             layers.append(LayerSelection(layer: layer, granularity: granularity, keptIndices: rows, capacityTokens: plan.capacity, windowTokens: plan.window, compressed: true))
         }

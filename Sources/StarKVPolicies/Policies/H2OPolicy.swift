@@ -46,7 +46,10 @@ public struct H2OPolicy: KVPolicy {
                 let kept = groups.map { topKAscending($0, count: plan.capacity) }
                 layers.append(LayerSelection(layer: layer, granularity: .kvHead, keptIndices: kept, capacityTokens: plan.capacity, windowTokens: 0, compressed: true))
             } else {
-                let rows = try fields.headRows(TraceField.colsumAll, layer: layer, columns: plan.past)
+                var rows = try fields.headRows(TraceField.colsumAll, layer: layer, columns: plan.past)
+                // bf16-reference: the column sums are bf16 (recorded so; rounded if an fp32 trace
+                // is replayed in this numerics), docs/algorithms.md §12.
+                if input.numerics == .bf16Reference { rows = rows.map { $0.map(bf16Round) } }
                 let k = min(plan.capacity - plan.window, plan.past)
                 let kept = rows.map { withWindow(topKAscending($0, count: k), past: plan.past, promptLength: l) }
                 layers.append(LayerSelection(layer: layer, granularity: .queryHead, keptIndices: kept, capacityTokens: plan.capacity, windowTokens: plan.window, compressed: true))

@@ -2,10 +2,11 @@ import StarKVModel
 import StarKVTrace
 
 /// kvpress `SnapKVPress` (NVIDIA/kvpress; docs/algorithms.md §4.3): window-mean attention (w = 64),
-/// avg-pooled (k = 5), averaged over the G query heads of each KV head; window positions are
-/// forced in; per KV head the top `n_kept = C` positions including the window. No `C − 2` clamp;
-/// when C < w only the first C window positions fit (ties among the forced scores go to the
-/// lower position) and `windowTokens` is reported as 0.
+/// avg-pooled (k = 5), averaged over the G query heads of each KV head; the window positions get
+/// the layer's maximum score (`F.pad(…, value=scores.max())`); per KV head the top `n_kept = C`
+/// positions of all L, ties to the lower position (so past positions that tie with the maximum
+/// come before the window). No `C − 2` clamp; when C ≤ w (or past ties with the maximum crowd
+/// it out) not all of the window fits, and `windowTokens` is reported as 0.
 public struct SnapKVPressPolicy: KVPolicy {
     public static let policyName = "snapkv-kvpress"
     public static let summary = "SnapKV per KV head (kvpress SnapKVPress: w=64, k=5, group-mean scores)"
@@ -41,15 +42,35 @@ public struct SnapKVPressPolicy: KVPolicy {
         var layers: [LayerSelection] = []
         for layer in 0..<fields.numLayers {
             let sums = try fields.windowSums(layer: layer, window: plan.window, columns: past)
-            let pooled = sums.map { row in pool(row.map { $0 / inv }, kernel: kernel, pooling: .avg) }
-            let groups = groupMeans(pooled, kvHeads: fields.numKVHeads)
-            let rows: [[Int32]] = groups.map { scores in
-                if c >= plan.window {
-                    return withWindow(topKAscending(scores, count: c - plan.window), past: past, promptLength: l)
+            // `F.pad(scores, (0, w), value=scores.max().item())` then `topk(C)` over all L
+            // positions: the window scores the layer's maximum, so it is kept unless past
+            // positions tie with that maximum and C is too small for both (lower position first).
+            func select<T: RadixOrderedFloat>(_ groups: [[T]]) -> [[Int32]] {
+                var top = -T.infinity
+                for g in groups { for v in g where v > top { top = v } }
+                return groups.map { scores in
+                    var padded = scores
+                    padded.append(contentsOf: repeatElement(top, count: l - past))
+                    return topKAscending(padded, count: c)
                 }
-                return (past..<(past + c)).map { Int32($0) }
             }
-            layers.append(LayerSelection(layer: layer, granularity: .kvHead, keptIndices: rows, capacityTokens: c, windowTokens: c >= plan.window ? plan.window : 0, compressed: true))
+            let rows: [[Int32]]
+            if input.numerics == .bf16Reference {
+                // docs/algorithms.md §12: bf16 window mean (fp32 sum × fl(1/w), one rounding;
+                // exact from the bf16 sums for w = 64), bf16 avg pooling, bf16 group means.
+                let recip = Float(1) / Float(plan.window)
+                let pooled = sums.map { row in pool(row.map { bf16Round($0 * recip) }, kernel: kernel, pooling: .avg, numerics: .bf16Reference) }
+                rows = select(groupMeansBF16(pooled, kvHeads: fields.numKVHeads))
+            } else {
+                let pooled = sums.map { row in pool(row.map { $0 / inv }, kernel: kernel, pooling: .avg) }
+                rows = select(groupMeans(pooled, kvHeads: fields.numKVHeads))
+            }
+            // The window counts as kept (`windowTokens` = w) only if every row holds all of it:
+            // at C ≤ w, or when past positions tie with the maximum, the reference's topk can
+            // drop its last positions.
+            let window = (past..<l).map { Int32($0) }
+            let windowKept = rows.allSatisfy { $0.count >= window.count && Array($0.suffix(window.count)) == window }
+            layers.append(LayerSelection(layer: layer, granularity: .kvHead, keptIndices: rows, capacityTokens: c, windowTokens: windowKept ? plan.window : 0, compressed: true))
         }
         let m = input.header.model
         let flops = snapKVScoringFLOPs(m, promptLength: l, window: plan.window, kernel: kernel) + Double(m.numLayers * m.numQueryHeads * l)

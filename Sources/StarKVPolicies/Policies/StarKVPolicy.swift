@@ -11,6 +11,10 @@ import StarKVTrace
 /// rows × cols instead of the √V pseudo-grid, §2.6-5) and `budget_mode=entropy` (the AEB
 /// temperature scales each layer's past budget, total kept tokens unchanged — the released
 /// power transform cannot change a fixed top-K, §2.6-1).
+///
+/// Numerics: fp32 scores and fp64 statistics by default; in bf16-reference numerics every step
+/// after the window sum runs in the reference's bf16 dtype flow as a CUDA run computes it
+/// (`scoreLayerBF16`; docs/algorithms.md §12, §12.1).
 public struct StarKVPolicy: KVPolicy {
     public static let policyName = "starkv"
     public static let summary = "STaR-KV as released (spatial boost, MI prior, temporal discount, AEB; shared set per layer)"
@@ -226,7 +230,11 @@ public struct StarKVPolicy: KVPolicy {
         var scored: [LayerScore] = []
         scored.reserveCapacity(nl)
         for layer in 0..<nl {
-            scored.append(try scoreLayer(fields, layer: layer, plan: plan, spans: spans, state: &st.layers[layer]))
+            if fields.numerics == .bf16Reference {
+                scored.append(try scoreLayerBF16(fields, layer: layer, plan: plan, spans: spans, state: &st.layers[layer]))
+            } else {
+                scored.append(try scoreLayer(fields, layer: layer, plan: plan, spans: spans, state: &st.layers[layer]))
+            }
         }
         var budgets = Array(repeating: k, count: nl)
         if c.entropyBudget {
@@ -506,5 +514,185 @@ public struct StarKVPolicy: KVPolicy {
             active.removeAll { capped.contains($0) }
         }
         return alloc
+    }
+}
+
+// MARK: - bf16-reference numerics (docs/algorithms.md §12)
+
+extension StarKVPolicy {
+    /// `scoreLayer` in the reference's bf16 dtype flow (docs/algorithms.md §12, STaR-KV rows): every
+    /// tensor op of `update_kv`, `apply_mi_prior`, `temporal_apply_to_scaled` and the AEB helpers
+    /// on bf16 values, each computed in fp32 and rounded once to bf16 (BF16Ops.swift). The MI
+    /// value itself comes from the fp64 estimator (ranks by a stable sort: ties to the lower
+    /// index) and is rounded to bf16 as `torch.tensor(out, dtype=vis.dtype)` does.
+    func scoreLayerBF16(_ fields: StepFields, layer: Int, plan: BudgetPlan, spans: [Span], state: inout LayerState) throws -> LayerScore {
+        let c = config
+        let past = plan.past
+        let h = fields.numHeads, hkv = fields.numKVHeads
+        let m = fields.header.model
+        var flops = 2.0 * Double(h) * Double(fields.promptLength) + 20 * Double(fields.promptLength)
+        // Step 2: pooled window scores, bf16 (pooledWindowScores rounds in this numerics).
+        var heads = try pooledWindowScores(fields, layer: layer, window: plan.window, past: past, kernel: c.kernel, pooling: c.pooling)
+        let current = spans.last
+        // Step 3: `apply_starkv_spatial_to_attn_cache` on the clipped current span.
+        if c.spatialEnabled, c.alpha > 0, let cur = current {
+            let norms = try fields.hiddenNorms(layer: layer)
+            let offset = fields.step.images[..<cur.image].reduce(0) { $0 + $1.length }
+            let first = offset + (cur.start - fields.step.images[cur.image].spanStart)
+            let beta = spatialBoostBF16(norms: norms[first..<(first + cur.length)], alpha: c.alpha, temperature: c.spatialTemperature)
+            for hh in 0..<h {
+                heads[hh].withUnsafeMutableBufferPointer { row in
+                    for u in 0..<cur.length { row[cur.start + u] = bf16Round(row[cur.start + u] + beta[u]) }
+                }
+            }
+            let vc = Double(cur.length)
+            flops += 2 * vc * Double(m.hiddenSize) + 6 * vc + Double(h) * vc
+        }
+        // Step 6: `ac.mean(dim=0)` and the per-group `ac[hs:he].mean(dim=0)`, bf16.
+        let g = max(1, h / max(1, hkv))
+        let base = bf16MeanRows(heads[0..<h])
+        let groups = (0..<hkv).map { bf16MeanRows(heads[($0 * g)..<min(($0 + 1) * g, h)]) }
+        // Step 4: AEB temperature (bf16 tensor ops, read back as a Python float).
+        var temperature: Double? = nil
+        if c.aebEnabled || c.entropyBudget {
+            var t = Self.entropyTemperatureBF16(base, min: c.aebMin, max: c.aebMax)
+            if c.aebSmooth > 0, let prev = state.aebTemperature {
+                t = Double(bf16Round(opmath(c.aebSmooth * prev) + bf16Round(opmath(1 - c.aebSmooth) * Float(t))))
+            }
+            temperature = t
+        }
+        state.aebTemperature = c.aebEnabled ? temperature : nil
+        // Step 7: `online_mi_prior`. With N_prof = 0 (or MI off) the reference still re-weights,
+        // with uniform bf16 weights 1/H_kv and λ = λ_target.
+        let miActive = c.miEnabled && c.miProfileSteps > 0
+        var lambdaEff = c.miLambda
+        var weights = [Float](repeating: bf16(1 / Double(hkv)), count: hkv)
+        if miActive {
+            state.profileStep += 1
+            if let cur = current {
+                let img = fields.step.images[cur.image]
+                let grid: (Int, Int) = c.miTrueGrid && img.gridW > 0 && img.gridH > 0 ? (img.gridH, img.gridW) : Self.pseudoGrid(cur.length)
+                var mi = [Double](repeating: 0, count: hkv)
+                for gg in 0..<hkv {
+                    let y = ArraySlice(groups[gg][cur.start..<cur.end].map(Double.init))
+                    mi[gg] = Double(bf16(Self.spatialMutualInformation(y, gridH: grid.0, gridW: grid.1)))
+                }
+                if let prev = state.miEMA, prev.count == hkv {
+                    let a = opmath(c.miDecay), b = opmath(1 - c.miDecay)
+                    state.miEMA = (0..<hkv).map { Double(bf16Round(bf16Round(a * Float(prev[$0])) + bf16Round(b * Float(mi[$0])))) }
+                } else {
+                    state.miEMA = mi
+                }
+                let vc = Double(cur.length)
+                flops += Double(hkv) * (vc * log2Double(vc) + 2 * vc + 16 * 144 * 5)
+            }
+            let ramp = max(1, c.miRampSteps == 0 ? c.miProfileSteps : c.miRampSteps)
+            lambdaEff = state.profileStep <= c.miProfileSteps ? 0 : c.miLambda * min(1, Double(state.profileStep - c.miProfileSteps) / Double(ramp))
+            if let ema = state.miEMA, ema.count == hkv { weights = Self.groupWeightsBF16(ema.map { Float($0) }, tau: c.miTau) }
+        }
+        // Step 8: g* = argmax (first maximum), scaled = base·((1 − λ) + λ·(w[g*]·H_kv)).
+        var owner = [Int](repeating: 0, count: past)
+        owner.withUnsafeMutableBufferPointer { own in
+            var best = groups[0]
+            for gg in 1..<max(1, hkv) {
+                groups[gg].withUnsafeBufferPointer { row in
+                    for j in 0..<past where row[j] > best[j] { best[j] = row[j]; own[j] = gg }
+                }
+            }
+        }
+        let factor: [Float] = (0..<hkv).map { gg in
+            let wStar = bf16Round(weights[gg] * Float(hkv))
+            return bf16Round(opmath(1 - lambdaEff) + bf16Round(opmath(lambdaEff) * wStar))
+        }
+        var scores = [Float](repeating: 0, count: past)
+        for j in 0..<past { scores[j] = bf16Round(base[j] * factor[owner[j]]) }
+        // Step 9: temporal discount.
+        if c.temporalEnabled, past > 0, spans.count >= 2, let cur = current {
+            let vc = cur.length
+            var pattern = [Float](repeating: 0, count: hkv * vc)
+            let floor = bf16(1e-8)
+            for gg in 0..<hkv {
+                let vals = (0..<vc).map { Swift.max(groups[gg][cur.start + $0], 0) }
+                var d = bf16Sum(vals)
+                if d < Float(1e-8) { d = floor }
+                for u in 0..<vc { pattern[gg * vc + u] = bf16Round(vals[u] / d) }
+            }
+            var ema = pattern
+            if let prev = state.patternEMA, state.patternWidth == vc, prev.count == pattern.count {
+                let a = opmath(c.temporalRho), b = opmath(1 - c.temporalRho)
+                for i in 0..<pattern.count { ema[i] = bf16Round(bf16Round(a * Float(prev[i])) + bf16Round(b * pattern[i])) }
+            }
+            state.patternEMA = ema.map(Double.init)
+            state.patternWidth = vc
+            // F.cosine_similarity (aten/src/ATen/native/Distance.cpp): norms clamped at eps,
+            // (x1 / ‖x1‖) * (x2 / ‖x2‖), summed; then clamp(0, 1).
+            var stability = [Float](repeating: 0, count: hkv)
+            for gg in 0..<hkv {
+                let x1 = pattern[(gg * vc)..<((gg + 1) * vc)], x2 = ema[(gg * vc)..<((gg + 1) * vc)]
+                let n1 = Swift.max(Self.bf16Norm(x1), Float(1e-8)), n2 = Swift.max(Self.bf16Norm(x2), Float(1e-8))
+                let prods = zip(x1, x2).map { bf16Round(bf16Round($0 / n1) * bf16Round($1 / n2)) }
+                stability[gg] = Swift.min(1, Swift.max(0, bf16Sum(prods)))
+            }
+            if state.temporalStep > c.temporalWarmup {
+                let f = spans.count
+                let negDelta = opmath(-c.temporalDelta), eps = opmath(c.temporalEps), oneMinusEps = opmath(1 - c.temporalEps)
+                let dMin = opmath(c.temporalDiscountMin), oneMinusDMin = opmath(1 - c.temporalDiscountMin)
+                for (i, s) in spans.enumerated() {
+                    let age = Float(f - 1 - i)
+                    guard age > 0 else { continue }
+                    let x = bf16Round(negDelta * age)
+                    for j in s.start..<s.end {
+                        let phi = bf16Round(eps + bf16Round(oneMinusEps * stability[owner[j]]))
+                        let raw = bf16Exp(bf16Round(x * phi))
+                        let d = bf16Round(dMin + bf16Round(oneMinusDMin * raw))
+                        scores[j] = bf16Round(scores[j] * d)
+                    }
+                }
+            }
+            flops += 6 * Double(hkv) * Double(vc)
+        }
+        // Step 10: `scaled.clamp(min=0) ** (1/T)`, the exponent cast to bf16 as CUDA does.
+        if c.aebEnabled, let t = temperature, t > 0 {
+            let e = bf16(1 / t)
+            for j in 0..<past { scores[j] = bf16Pow(Swift.max(scores[j], 0), e) }
+        }
+        return LayerScore(scores: scores.map(Double.init), temperature: temperature, lambdaEff: lambdaEff, flops: flops)
+    }
+
+    /// `torch.linalg.vector_norm(x, 2)` of bf16 values: fp64 sum of squares, √, one rounding.
+    static func bf16Norm(_ x: ArraySlice<Float>) -> Float {
+        var s = 0.0
+        for v in x { s += Double(v) * Double(v) }
+        return bf16Round(Float(s.squareRoot()))
+    }
+
+    /// `compute_entropy_temperature` on the bf16 head-mean scores (starkv_aeb.py): sum clamped at
+    /// 1e−8, p = score/sum, `−Σ p·log(p + 1e−8)`, ÷ (ln P + 1e−8), `T_min + (T_max − T_min)·Ĥ`,
+    /// each a bf16 tensor op; returned as the Python float `.item()` gives (a bf16 value).
+    static func entropyTemperatureBF16(_ mean: [Float], min tMin: Double, max tMax: Double) -> Double {
+        var sum = bf16Sum(mean)
+        if sum < Float(1e-8) { sum = bf16(1e-8) }
+        let eps = opmath(1e-8)
+        var terms = [Float](repeating: 0, count: mean.count)
+        for (j, v) in mean.enumerated() {
+            let p = bf16Round(v / sum)
+            terms[j] = bf16Round(p * bf16Log(bf16Round(p + eps)))
+        }
+        let entropy = -bf16Sum(terms)
+        let maxEnt = logDouble(Double(Swift.max(1, mean.count)))
+        let norm = bf16Round(entropy / opmath(maxEnt + 1e-8))
+        return Double(bf16Round(opmath(tMin) + bf16Round(opmath(tMax - tMin) * norm)))
+    }
+
+    /// `mi_to_group_weights` on the bf16 MI EMA: min-max normalize (0.5 when the bf16 range
+    /// < 1e−12), ÷ τ, softmax, ÷ the clamped sum; each a bf16 tensor op.
+    static func groupWeightsBF16(_ mi: [Float], tau: Double) -> [Float] {
+        guard let lo = mi.min(), let hi = mi.max() else { return [] }
+        let range = bf16Round(hi - lo)
+        let s: [Float] = Double(range) < 1e-12 ? mi.map { _ in 0.5 } : mi.map { bf16Round(bf16Round($0 - lo) / range) }
+        let t = opmath(Swift.max(tau, 1e-6))
+        let w = bf16Softmax(s.map { bf16Round($0 / t) })
+        let total = Swift.max(bf16Sum(w), Float(1e-8))
+        return w.map { bf16Round($0 / total) }
     }
 }

@@ -1,0 +1,64 @@
+import Foundation
+
+/// Where a replay's results came from beyond the flags in `ReplayResults.Settings`: the trace
+/// as the run named it and its SHA-256, and, for a sweep unit, the unit ID and the sweep plan's
+/// fingerprint (docs/sweeps.md "Provenance"). Optional in `results.json`; older files lack it.
+public struct Provenance: Sendable, Codable, Equatable {
+    /// The trace path as given on the command line or in the sweep plan.
+    public var tracePath: String
+    /// SHA-256 (hex) of the trace file's bytes.
+    public var traceSHA256: String
+    /// The sweep unit these results are (nil outside a sweep).
+    public var sweepUnit: String?
+    /// The fingerprint of the sweep plan the unit belongs to (nil outside a sweep).
+    public var sweepFingerprint: String?
+
+    public init(tracePath: String, traceSHA256: String, sweepUnit: String? = nil, sweepFingerprint: String? = nil) {
+        self.tracePath = tracePath
+        self.traceSHA256 = traceSHA256
+        self.sweepUnit = sweepUnit
+        self.sweepFingerprint = sweepFingerprint
+    }
+
+    /// SHA-256 of a file, read in 4 MiB blocks (memory does not grow with the file).
+    public static func sha256(ofFile path: String) throws -> String {
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw ReplayError.io("cannot open \(path) to hash it") }
+        defer { try? handle.close() }
+        var h = SHA256()
+        while true {
+            let block: Data
+            do { block = try handle.read(upToCount: 4 << 20) ?? Data() } catch {
+                throw ReplayError.io("cannot read \(path) while hashing it: \(error)")
+            }
+            if block.isEmpty { break }
+            block.withUnsafeBytes { h.update(raw: $0) }
+        }
+        return h.finalize()
+    }
+}
+
+/// A file's SHA-256 computed on a background thread, so hashing a large trace overlaps the replay
+/// that reads it (docs/sweeps.md "Provenance"). `wait()` returns the digest or the read error.
+public final class PendingFileHash: @unchecked Sendable {
+    private let lock = NSCondition()
+    private var result: Result<String, any Error>?
+
+    public init(path: String) {
+        let thread = Thread { [self] in
+            let r = Result { try Provenance.sha256(ofFile: path) }
+            lock.lock()
+            result = r
+            lock.broadcast()
+            lock.unlock()
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    public func wait() throws -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        while result == nil { lock.wait() }
+        return try result!.get()
+    }
+}
