@@ -86,7 +86,10 @@ public struct GoldenAgreement: Sendable, Equatable {
 /// Replays a trace under (policy, budget) pairs (issue: replay engine). Streams the trace one
 /// step at a time; at each step the pairs run in parallel, each with its own carried policy
 /// state, and write into fixed slots, so results (and the kept-set dump) do not depend on the
-/// thread count.
+/// thread count. Issue 15 (docs/policies.md "Sweeps"): the budgets of a policy that shares its
+/// scores form one work unit (`KVPolicy.compressMany`), the quality proxy's inputs are prepared
+/// once per step (`StepDecodeMass`), and with more than one thread the next step is read while
+/// the current one is scored.
 public struct PolicyReplayer {
     public var reader: TraceReader
     public var policies: [PolicySpec]
