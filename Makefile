@@ -13,7 +13,7 @@ PYTHON       ?= python3
 VENV          = .venv
 PY            = $(VENV)/bin/python
 
-.PHONY: deps build test test-swift test-python demo proto proto-check bench traces traces-full clean python-deps
+.PHONY: deps build test test-swift test-python demo proto proto-check bench traces traces-full clean python-deps fuzz fuzz-build fuzz-seeds validate-sweep
 
 # ---- set-up ---------------------------------------------------------------------------
 # Installs the Debian packages the build needs, only when one is missing.
@@ -73,7 +73,7 @@ proto-check: deps
 # 28-head cache at 100 % vs 20 %) from the memory simulator alone.
 demo: build
 	$(BIN) inspect $(SAMPLE_TRACE)
-	$(BIN) replay $(SAMPLE_TRACE) --policies all --budgets 10,20,40,100 --out $(DEMO_OUT)
+	$(BIN) replay $(SAMPLE_TRACE) --policies all --budgets 10,20,40,100 --out $(DEMO_OUT) --force
 	$(BIN) memory --model qwen2.5-vl-7b --screen 3840x2160 --screenshots 1..5 --attn flash --kv-heads 28 --gpu h100-80gb
 	$(BIN) memory --model qwen2.5-vl-7b --screen 3840x2160 --screenshots 1..5 --attn flash --kv-heads 28 --budget 20 --gpu h100-80gb
 	$(BIN) memory --model qwen2.5-vl-7b --screen 3840x2160 --screenshots 1..5 --attn flash --kv-heads 28 --budget 20,100 --gpu h100-80gb \
@@ -85,14 +85,14 @@ demo: build
 traces: build
 	mkdir -p traces
 	$(BIN) record synth --out $(SAMPLE_TRACE) --model tiny-vl --screen 1280x720 --steps 6 \
-	  --image-slots 2 --fields standard --window-sizes 8,16,32,64 --zstd-level 19 --seed 1 --quiet
+	  --image-slots 2 --fields standard --window-sizes 8,16,32,64 --zstd-level 19 --seed 1 --quiet --force
 
 # The realistic trajectory: Qwen2.5-VL-7B, 1920x1080, 10 steps, 5 screenshots (about 1.1 GB,
 # under a minute on one core); gitignored.
 traces-full: build
 	mkdir -p traces/generated
 	$(BIN) record synth --out traces/generated/qwen2.5-vl-7b-1920x1080-10step.starkv --model qwen2.5-vl-7b \
-	  --screen 1920x1080 --steps 10 --image-slots 5 --fields standard --seed 1
+	  --screen 1920x1080 --steps 10 --image-slots 5 --fields standard --seed 1 --force
 	$(BIN) inspect traces/generated/qwen2.5-vl-7b-1920x1080-10step.starkv
 
 # Benchmarks (figures and commands in benchmarks/*/README.md and README.md).
@@ -101,6 +101,32 @@ bench: build python-deps
 	$(PY) benchmarks/recorder/bench_recorder.py --reps 5 --new-tokens 16 --side 448 --layers 4 --threads 1
 	benchmarks/replay/run.sh $(BIN) $(PY)
 	benchmarks/sweep/run.sh $(BIN) $(PY)
+
+# ---- fuzzing ---------------------------------------------------------------------------
+# libFuzzer over the trace reader (Sources/starkv-fuzz, README "Fuzzing"): open from bytes, header,
+# every step, every chunk decode, validate, recover; each input is read as is and with its CRCs
+# repaired (STARKV_FUZZ_REPAIR=0|1|both). Default 10 minutes: `make fuzz FUZZ_SECONDS=1800`.
+# New corpus entries go to out/fuzz/corpus; a crash input lands in out/fuzz/artifacts: copy it
+# into Fuzz/regressions/ (FuzzRegressionTests replays it in `make test`, unsanitized).
+FUZZ_SECONDS ?= 600
+FUZZ_SCRATCH  = .build/fuzz
+FUZZ_FLAGS    = -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld -Xswiftc -DSTARKV_FUZZ \
+                -Xcc -fsanitize=fuzzer-no-link,address
+
+fuzz-build: deps
+	$(SWIFT) build -c release --product starkv-fuzz --scratch-path $(FUZZ_SCRATCH) $(FUZZ_FLAGS)
+
+fuzz: fuzz-build
+	mkdir -p out/fuzz/corpus out/fuzz/artifacts
+	STARKV_FUZZ_WORKDIR=$$( [ -w /dev/shm ] && echo /dev/shm || echo /tmp ) \
+	  $(FUZZ_SCRATCH)/release/starkv-fuzz -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=20 \
+	  -print_final_stats=1 -artifact_prefix=out/fuzz/artifacts/ out/fuzz/corpus Fuzz/corpus 2>&1 | tee out/fuzz/fuzz.log; \
+	  status=$${PIPESTATUS[0]}; ls out/fuzz/artifacts; exit $$status
+
+# Rewrites the seed corpus (Fuzz/corpus) with the fuzz target's --make-seeds mode.
+fuzz-seeds:
+	$(SWIFT) build -c $(CONFIG) --product starkv-fuzz
+	.build/$(CONFIG)/starkv-fuzz --make-seeds Fuzz/corpus
 
 clean:
 	rm -rf .build out

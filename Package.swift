@@ -69,6 +69,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings),
+        // The reader's libFuzzer target (`make fuzz`); built normally it replays inputs.
+        .executableTarget(name: "starkv-fuzz", dependencies: ["StarKVTrace"], path: "Sources/starkv-fuzz"),
 
         // Tests mirror the modules.
         .testTarget(name: "StarKVModelTests", dependencies: ["StarKVModel"]),
@@ -85,6 +87,6 @@ let package = Package(
         .testTarget(
             name: "StarKVReportTests", dependencies: ["StarKVReport", "StarKVReplay", "StarKVMemory", "StarKVModel"]),
         .testTarget(name: "StarKVSweepTests", dependencies: ["StarKVSweep", "StarKVReplay", "StarKVReport"]),
-        .testTarget(name: "StarKVCLITests", dependencies: []),
+        .testTarget(name: "StarKVCLITests", dependencies: ["StarKVTrace"]),
     ]
 )

@@ -78,3 +78,56 @@ void starkv_unshuffle(const uint8_t *in, uint8_t *out, size_t count, size_t widt
         for (size_t i = 0; i < count; i++) dst[i * width] = src[i];
     }
 }
+
+void starkv_unshuffle_range(const uint8_t *in, size_t n, size_t start, uint8_t *out, size_t count, size_t width) {
+    if (count == 0 || n == 0) return;
+    size_t p = start / count, i = start % count;
+    while (n > 0) {
+        size_t run = count - i < n ? count - i : n;
+        uint8_t *dst = out + i * width + p;
+        switch (width) { /* constant strides let the compiler unroll the common widths */
+        case 2: for (size_t k = 0; k < run; k++) dst[2 * k] = in[k]; break;
+        case 4: for (size_t k = 0; k < run; k++) dst[4 * k] = in[k]; break;
+        case 8: for (size_t k = 0; k < run; k++) dst[8 * k] = in[k]; break;
+        default: for (size_t k = 0; k < run; k++) dst[k * width] = in[k]; break;
+        }
+        in += run;
+        n -= run;
+        i += run;
+        if (i == count) {
+            i = 0;
+            p++;
+        }
+    }
+}
+
+long starkv_first_nonfinite(const uint8_t *data, size_t count, int kind) {
+    for (size_t i = 0; i < count; i++) {
+        switch (kind) {
+        case 2: { /* binary16: exponent all ones */
+            uint16_t v = (uint16_t)(data[2 * i] | (data[2 * i + 1] << 8));
+            if ((v & 0x7C00u) == 0x7C00u) return (long)i;
+            break;
+        }
+        case 3: { /* bfloat16 */
+            uint16_t v = (uint16_t)(data[2 * i] | (data[2 * i + 1] << 8));
+            if ((v & 0x7F80u) == 0x7F80u) return (long)i;
+            break;
+        }
+        case 4: { /* binary32 */
+            uint32_t v = (uint32_t)data[4 * i] | ((uint32_t)data[4 * i + 1] << 8) | ((uint32_t)data[4 * i + 2] << 16) |
+                         ((uint32_t)data[4 * i + 3] << 24);
+            if ((v & 0x7F800000u) == 0x7F800000u) return (long)i;
+            break;
+        }
+        case 8: { /* binary64: the high word's exponent */
+            uint32_t hi = (uint32_t)data[8 * i + 4] | ((uint32_t)data[8 * i + 5] << 8) | ((uint32_t)data[8 * i + 6] << 16) |
+                          ((uint32_t)data[8 * i + 7] << 24);
+            if ((hi & 0x7FF00000u) == 0x7FF00000u) return (long)i;
+            break;
+        }
+        default: return -1;
+        }
+    }
+    return -1;
+}

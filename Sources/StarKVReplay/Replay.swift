@@ -20,6 +20,8 @@ public struct ReplayRequest: Sendable {
     /// Other GPUs to give a fits / does-not-fit verdict on (the memory pass is repeated for each;
     /// docs/report.md §2). The simulated GPU itself is skipped.
     public var verdictGPUs: [Accelerator] = []
+    /// Limits for reading the trace (the CLI's --max-chunk-mib).
+    public var readLimits: TraceReadLimits = .default
 
     public init(
         tracePath: String, policies: [PolicySpec], budgets: [KVBudget], loop: CacheLoop, memory: MemorySimulationConfig,
@@ -51,7 +53,7 @@ public enum Replay {
         guard !request.policies.isEmpty else { throw ReplayError.invalidRequest("no policies to replay") }
         guard !request.budgets.isEmpty else { throw ReplayError.invalidRequest("no budgets to replay") }
         let reader: TraceReader
-        do { reader = try TraceReader(path: request.tracePath) } catch let e as TraceError {
+        do { reader = try TraceReader(path: request.tracePath, limits: request.readLimits) } catch let e as TraceError {
             throw ReplayError.io("\(e)")
         }
         var memory = request.memory

@@ -2,36 +2,82 @@ import Foundation
 import StarKVModel
 import StarKVReplay
 import StarKVTrace
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Renders `ReplayResults` into the files of a report directory: `report.html` (self-contained,
 /// inline SVG, no network), `steps.csv`, `runs.csv`, `trace.json` (Chrome trace events for
 /// Perfetto) and `results.json`. Pure functions of the results: same results, same bytes.
 public enum ReportRenderer {
+    /// The files a report directory holds, in the order they are written.
+    public static let fileNames = ["results.json", "steps.csv", "runs.csv", "trace.json", "report.html"]
+
     /// Writes every report file into `directory` (created if needed); returns the paths written.
-    /// Each file goes through a temporary name and a rename (`OutputFile`), so a reader never
-    /// sees a half-written report; `inputs` (e.g. the results.json being re-rendered, the trace)
-    /// are never overwritten.
+    /// Atomic: every file is rendered and written in full under a temporary name first, then
+    /// renamed into place, so a failure (a full disk) leaves no partial report. A new directory
+    /// appears all at once (staged as `DIR.tmp-PID-N`). A report file that is one of `inputs`
+    /// (re-rendering next to the results.json read) is left untouched, never written over; other
+    /// existing files are replaced only when `overwrite`.
     @discardableResult
-    public static func write(_ results: ReplayResults, to directory: String, inputs: [String] = []) throws -> [String] {
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let files: [(String, String)] = [
+    public static func write(
+        _ results: ReplayResults, to directory: String, overwrite: Bool = true, inputs: [String] = []
+    ) throws -> [String] {
+        let all: [(String, String)] = [
             ("results.json", try resultsJSON(results)),
             ("steps.csv", stepsCSV(results)),
             ("runs.csv", runsCSV(results)),
             ("trace.json", try chromeTraceJSON(results)),
             ("report.html", html(results)),
         ]
-        var written: [String] = []
-        for (name, text) in files {
+        let files = all.filter { name, _ in
             let path = (directory as NSString).appendingPathComponent(name)
-            // Re-rendering a results.json in place rewrites that same file on purpose.
-            let guarded = name == "results.json" ? inputs.filter { !OutputFile.isSameFile($0, path) } : inputs
-            do { try OutputFile.write(Data(text.utf8), to: path, inputs: guarded) } catch {
+            return !inputs.contains { OutputFile.isSameFile(path, $0) }
+        }
+        let paths = files.map { (directory as NSString).appendingPathComponent($0.0) }
+        do {
+            for path in paths { try OutputFile.checkWritable(path, inputs: inputs, overwrite: overwrite) }
+        } catch { throw ReplayError.io(error.description) }
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        if !fm.fileExists(atPath: directory, isDirectory: &isDir) {
+            // Stage the whole directory, then rename it into place.
+            let parent = (directory as NSString).deletingLastPathComponent
+            do {
+                if !parent.isEmpty { try fm.createDirectory(atPath: parent, withIntermediateDirectories: true) }
+            } catch { throw ReplayError.io("\(parent): cannot create the folder: \(error.localizedDescription)") }
+            let staging = OutputFile.temporaryPath(for: directory)
+            guard mkdir(staging, 0o755) == 0 else {
+                throw ReplayError.io("\(staging): cannot create: \(String(cString: strerror(errno)))")
+            }
+            do {
+                for (name, text) in files {
+                    try OutputFile.write(Data(text.utf8), to: (staging as NSString).appendingPathComponent(name))
+                }
+            } catch {
+                try? fm.removeItem(atPath: staging)
                 throw ReplayError.io("\(error)")
             }
-            written.append(path)
+            guard rename(staging, directory) == 0 else {
+                let reason = String(cString: strerror(errno))
+                try? fm.removeItem(atPath: staging)
+                throw ReplayError.io("\(directory): cannot rename \(staging) into place: \(reason)")
+            }
+            return paths
         }
-        return written
+        guard isDir.boolValue else { throw ReplayError.io("\(directory): exists and is not a folder") }
+        // Existing directory: write every file under a temporary name, then rename them all.
+        var staged: [String] = []
+        do {
+            for ((_, text), path) in zip(files, paths) { staged.append(try OutputFile.stage(Data(text.utf8), for: path)) }
+            for (temp, path) in zip(staged, paths) {
+                try OutputFile.commit(temporary: temp, to: path, inputs: inputs, overwrite: true)
+            }
+        } catch {
+            for temp in staged { unlink(temp) }
+            throw ReplayError.io("\(error)")
+        }
+        return paths
     }
 
     /// Loads a `results.json` written by `write` (for `starkv report`): schema v1 and v2.

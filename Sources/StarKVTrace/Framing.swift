@@ -26,6 +26,28 @@ enum RecordKind: String {
     var bytes: [UInt8] { Array(rawValue.utf8) }
 }
 
+/// Overflow-safe arithmetic on sizes and offsets read from a file: nil instead of a trap.
+enum Checked {
+    static func add(_ a: UInt64, _ b: UInt64) -> UInt64? {
+        let (r, o) = a.addingReportingOverflow(b)
+        return o ? nil : r
+    }
+
+    static func add(_ a: UInt64, _ b: UInt64, _ c: UInt64) -> UInt64? {
+        add(a, b).flatMap { add($0, c) }
+    }
+
+    /// Sum of `values`, or nil on overflow.
+    static func sum<S: Sequence>(_ values: S) -> UInt64? where S.Element == UInt64 {
+        var total: UInt64 = 0
+        for v in values {
+            guard let t = add(total, v) else { return nil }
+            total = t
+        }
+        return total
+    }
+}
+
 /// A decoded 24-byte record frame header.
 struct FrameHeader {
     var kind: [UInt8]
@@ -98,8 +120,9 @@ final class TraceFile {
         return TraceFile(path: path, fd: fd, size: UInt64(st.st_size))
     }
 
+    /// Creates a new file; fails when `path` exists (outputs always go to a fresh temporary name).
     static func create(_ path: String) throws -> TraceFile {
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw TraceError.io(TraceLocation(path: path), "cannot create: \(errnoText())") }
         return TraceFile(path: path, fd: fd, size: 0)
     }
@@ -111,11 +134,18 @@ final class TraceFile {
         return TraceFile(path: path, fd: fd, size: UInt64(max(0, end)))
     }
 
-    /// Reads exactly `count` bytes at `offset`; the caller has checked the range lies in the file.
+    /// Whether `count` bytes starting at `offset` lie inside the file (overflow-safe).
+    func contains(offset: UInt64, count: UInt64) -> Bool {
+        offset <= size && count <= size - offset
+    }
+
+    /// Reads exactly `count` bytes at `offset`. The range is checked against the file size with
+    /// overflow-safe arithmetic before anything is allocated.
     func read(_ count: Int, at offset: UInt64) throws -> [UInt8] {
-        guard offset + UInt64(count) <= size else {
+        guard count >= 0, contains(offset: offset, count: UInt64(count)) else {
             throw TraceError.truncated(TraceLocation(path: path, offset: offset), "needs \(count) bytes, file has \(size - min(size, offset)) left")
         }
+        if count == 0 { return [] }
         // No zero-fill: pread fills every byte, or the read throws and the array is dropped.
         return try [UInt8](unsafeUninitializedCapacity: count) { buf, initialized in
             var done = 0
@@ -129,6 +159,21 @@ final class TraceFile {
                 done += n
             }
             initialized = count
+        }
+    }
+
+    /// Reads `count` bytes at `offset` into `buffer` (which holds at least `count` bytes); the
+    /// caller has checked the range with `contains`.
+    func read(into buffer: UnsafeMutableRawPointer, count: Int, at offset: UInt64) throws {
+        var done = 0
+        while done < count {
+            let n = pread(fd, buffer + done, count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw TraceError.io(TraceLocation(path: path, offset: offset), "read failed: \(errnoText())")
+            }
+            if n == 0 { throw TraceError.truncated(TraceLocation(path: path, offset: offset), "unexpected end of file") }
+            done += n
         }
     }
 

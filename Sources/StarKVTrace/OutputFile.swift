@@ -84,6 +84,14 @@ public enum OutputFile {
     /// when `path` is an input, or exists and `overwrite` is false.
     public static func write(_ data: Data, to path: String, inputs: [String] = [], overwrite: Bool = true) throws(OutputFileError) {
         try checkWritable(path, inputs: inputs, overwrite: overwrite)
+        let temp = try stage(data, for: path)
+        try commit(temporary: temp, to: path, inputs: inputs, overwrite: overwrite)
+    }
+
+    /// Writes `data` in full to a fresh temporary file beside `path`, flushed, and returns its
+    /// path; `commit` renames it into place. Used to write several outputs before renaming any.
+    /// The temporary file is removed when writing fails.
+    public static func stage(_ data: Data, for path: String) throws(OutputFileError) -> String {
         let temp = temporaryPath(for: path)
         let fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
         guard fd >= 0 else {
@@ -112,7 +120,7 @@ public enum OutputFile {
             unlink(temp)
             throw failure
         }
-        try commit(temporary: temp, to: path, inputs: inputs, overwrite: overwrite)
+        return temp
     }
 }
 

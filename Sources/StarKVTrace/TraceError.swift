@@ -48,12 +48,14 @@ public enum TraceError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidInput(TraceLocation, String)
     /// A requested step or field is not in the trace.
     case notFound(TraceLocation, String)
+    /// A floating-point field holds NaN or ±infinity where a policy would read it.
+    case nonFiniteValue(TraceLocation, String)
 
     public var location: TraceLocation {
         switch self {
         case .io(let l, _), .badMagic(let l), .unsupportedVersion(let l, _, _), .truncated(let l, _),
             .checksumMismatch(let l, _), .malformed(let l, _), .shapeMismatch(let l, _),
-            .limitExceeded(let l, _), .invalidInput(let l, _), .notFound(let l, _):
+            .limitExceeded(let l, _), .invalidInput(let l, _), .notFound(let l, _), .nonFiniteValue(let l, _):
             return l
         }
     }
@@ -71,6 +73,7 @@ public enum TraceError: Error, Sendable, Equatable, CustomStringConvertible {
         case .limitExceeded(let l, let m): return "\(l): size limit exceeded: \(m)"
         case .invalidInput(let l, let m): return "\(l): invalid input: \(m)"
         case .notFound(let l, let m): return "\(l): \(m)"
+        case .nonFiniteValue(let l, let m): return "\(l): non-finite value: \(m) (policies cannot score it; fix the recorder)"
         }
     }
 }

@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import StarKVModel
 
 /// Settings of a `TraceWriter`.
@@ -44,13 +45,31 @@ public final class TraceWriter {
     private var storedBytes: UInt64 = 0
     private var closed = false
 
-    /// Creates (or truncates) `path` and writes the file header and the HEAD record.
-    public init(path: String, header: TraceHeader, options: TraceWriteOptions = TraceWriteOptions()) throws {
+    /// Where the trace is written until `close()` renames it to `path`: `PATH.tmp-PID-N` in the
+    /// same folder. A recorder killed before `close()` leaves this file, which `starkv recover`
+    /// turns into a complete trace.
+    public let temporaryPath: String
+    private let overwrite: Bool
+    private let inputs: [String]
+
+    /// Starts a trace that will appear at `path` when `close()` succeeds: writes the file header
+    /// and the HEAD record to `temporaryPath`. Refuses, before creating anything, a `path` that is
+    /// the same file as one of `inputs`, or that exists when `overwrite` is false.
+    public init(
+        path: String, header: TraceHeader, options: TraceWriteOptions = TraceWriteOptions(), overwrite: Bool = true,
+        inputs: [String] = []
+    ) throws {
         try TraceWriter.check(header, path: path)
+        do { try OutputFile.checkWritable(path, inputs: inputs, overwrite: overwrite) } catch {
+            throw TraceError.invalidInput(TraceLocation(path: path), error.description)
+        }
         self.path = path
         self.header = header
         self.options = options
-        self.file = try TraceFile.create(path)
+        self.overwrite = overwrite
+        self.inputs = inputs
+        self.temporaryPath = OutputFile.temporaryPath(for: path)
+        self.file = try TraceFile.create(temporaryPath)
         var fileHeader = TraceFormat.magic
         fileHeader.appendLE(TraceFormat.majorVersion)
         fileHeader.appendLE(TraceFormat.minorVersion)
@@ -60,6 +79,14 @@ public final class TraceWriter {
         out += payload.withUnsafeBytes { FrameHeader.encode(kind: .head, payload: $0) }
         out += payload
         try file.write(out)
+    }
+
+    /// Gives up: closes and removes the temporary file (nothing appears at `path`).
+    public func abandon() {
+        guard !closed else { return }
+        closed = true
+        file.close()
+        unlink(temporaryPath)
     }
 
     /// Validates, encodes and writes one step. Steps must come in order: `stepIndex` equals the
@@ -118,15 +145,25 @@ public final class TraceWriter {
                 length: file.size - offset))
     }
 
-    /// Writes the footer and trailer, fsyncs (unless disabled) and closes the file.
+    /// Writes the footer and trailer, fsyncs (unless disabled), closes the file and renames it
+    /// from `temporaryPath` to `path`. On failure the temporary file is removed.
     @discardableResult
     public func close() throws -> TraceWriteSummary {
         guard !closed else { throw TraceError.invalidInput(TraceLocation(path: path), "writer already closed") }
         closed = true
-        try TraceWriter.writeFooter(
-            to: file, entries: index, totalRaw: rawBytes, totalStored: storedBytes, recovered: false)
-        if options.fsyncOnClose { try file.sync() }
-        file.close()
+        do {
+            try TraceWriter.writeFooter(
+                to: file, entries: index, totalRaw: rawBytes, totalStored: storedBytes, recovered: false)
+            if options.fsyncOnClose { try file.sync() }
+            file.close()
+        } catch {
+            file.close()
+            unlink(temporaryPath)
+            throw error
+        }
+        do { try OutputFile.commit(temporary: temporaryPath, to: path, inputs: inputs, overwrite: overwrite) } catch {
+            throw TraceError.io(TraceLocation(path: path), error.description)
+        }
         return TraceWriteSummary(
             steps: index.count, chunks: chunkCount, rawBytes: rawBytes, storedBytes: storedBytes, fileBytes: file.size)
     }

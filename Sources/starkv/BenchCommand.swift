@@ -12,13 +12,14 @@ struct BenchRead: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-read",
         abstract: "Benchmark: decompress a trace's fields (and optionally run one policy's scoring) without replaying.",
+        discussion: ExitStatus.help,
         shouldDisplay: false)
 
     @Argument(help: "Trace file.") var trace: String
     @Option(help: "Comma-separated fields to decompress (default: those `starkv replay` reads for snapkv and starkv, or the policy's fields with --policy).")
     var fields: String?
     @Option(help: "Also run this policy's scoring on every step (registry name, default options).") var policy: String?
-    @Option(help: "Budget for --policy: percent (20) or tokens (512tok).") var budget = "20"
+    @Option(parsing: .unconditional, help: "Budget for --policy: percent (20) or tokens (512tok).") var budget = "20"
     @Option(help: "Passes over the trace; the fastest is reported.") var repeats = 3
     @Flag(help: "Print JSON instead of text.") var json = false
 
@@ -47,9 +48,8 @@ struct BenchRead: ParsableCommand {
     func run() throws {
         let reader = try TraceReader(path: trace)
         let kvPolicy = try policy.map { try PolicyRegistry.make($0, options: PolicyOptions()) }
-        guard let kvBudget = KVBudget(parsing: budget) else {
-            throw ValidationError("--budget '\(budget)' is not a percent (20) or a token count (512tok)")
-        }
+        let kvBudget: KVBudget
+        do { kvBudget = try KVBudget.parseChecked(budget) } catch { throw ValidationError("--budget: \(error.description)") }
         let wanted: Set<String>
         if let fields {
             wanted = Set(fields.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })

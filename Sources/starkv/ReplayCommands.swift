@@ -17,12 +17,20 @@ struct ReplayCommand: ParsableCommand {
               starkv replay TRACE --policies starkv,guikv,snapkv --budgets 10,20,40 --gpu a100-80gb --out out/run1
               starkv replay TRACE --policies 'starkv(temporal=off)' --dump-kept kept.jsonl
             Policies: \(PolicyRegistry.names.joined(separator: ", ")), or 'all'.
+
+            Outputs (the report folder, --dump-kept) are written under temporary names and renamed \
+            when complete; existing ones are kept unless --force, and none may be the trace itself. \
+            A trace without a footer exits 2 unless --allow-incomplete; a trace with no complete \
+            step, or with NaN/infinite values in a field a policy reads, is refused (exit 1).
+
+            \(ExitStatus.help)
             """)
 
     @Argument(help: "Trace file.") var trace: String
     @Option(help: "Comma-separated policies, each optionally with options: name(key=value;key=value). 'all' = every policy.")
     var policies = "all"
-    @Option(help: "Comma-separated budgets: percent (20) or absolute tokens (512tok).") var budgets = "10,20,40,100"
+    @Option(parsing: .unconditional, help: "Comma-separated budgets: percent in (0, 100] (20, 12.5%) or tokens ≥ 1 (512tok); no duplicates.")
+    var budgets = "10,20,40,100"
     @Option(help: "Agent loop: reprefill (every step re-prefills) or persistent (cache carried across steps).")
     var loop = "reprefill"
     @Option(help: "Model simulated for memory and FLOPs (default: the trace's model, or qwen2.5-vl-7b for reduced test geometries).")
@@ -31,12 +39,18 @@ struct ReplayCommand: ParsableCommand {
     var gpu = "h100-80gb"
     @Option(help: "LLM attention implementation: flash or eager (default: the trace's).") var attn: String?
     @Option(help: "Vision-tower attention: flash or eager (default: as --attn).") var visionAttn: String?
-    @Option(help: "KV heads stored in the cache (4 = GQA; 28 = the STaR-KV/GUI-KV repeat_kv path; default: the trace's).")
+    @Option(
+        parsing: .unconditional,
+        help: "KV heads stored in the cache: the simulated model's KV-head count (4 = GQA) or its query-head count (28 = the STaR-KV/GUI-KV repeat_kv path); default: the trace's.",
+        transform: NumberInput.integer("--kv-heads", 1...1_000_000))
     var kvHeads: Int?
     @Option(help: "Logits materialised at prefill: full, last, fp32.") var logits = "full"
     @Option(help: "Allocator model: torch (caching allocator replica), paged (vLLM pool), analytic.") var allocator = "torch"
     @Flag(help: "Do not keep the previous step's cache alive during the next step.") var noRetainPrevious = false
-    @Option(help: "Worker threads (results are identical for any value).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(
+        parsing: .unconditional, help: "Worker threads, 1...1024 (results are identical for any value).",
+        transform: NumberInput.integer("--threads", 1...1024))
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Report directory.") var out = "out/replay"
     @Option(help: "Write every kept index set as JSON lines to this file (docs/policies.md).") var dumpKept: String?
     @Option(help: "Fail unless the replay digest equals this value.") var expectDigest: String?
@@ -50,14 +64,29 @@ struct ReplayCommand: ParsableCommand {
     var snapshotRun: String?
     @Option(name: .customLong("verdict-gpus"), help: "Other GPUs for the report's verdict (comma list of --gpu names, or 'none').")
     var verdictGPUs = "h100-80gb,a100-80gb,h200"
+    @Flag(help: "Overwrite an existing report folder's files and --dump-kept file.") var force = false
+    @OptionGroup var read: TraceReadOptions
 
     func run() throws {
-        let reader = try TraceReader(path: trace)
+        // Outputs are checked before the (long) replay starts, and again when renamed into place.
+        let inputs = [trace]
+        for name in ReportRenderer.fileNames {
+            let path = (out as NSString).appendingPathComponent(name)
+            do { try OutputFile.checkWritable(path, inputs: inputs, overwrite: force) } catch {
+                throw ValidationError("--out: \(error.description)")
+            }
+        }
+        if let dumpKept { try OutputCheck.check(dumpKept, inputs: inputs, force: force, flag: "--dump-kept") }
+        let reader = try read.open(trace)
+        guard reader.stepCount > 0 else {
+            throw CLIFailure("\(trace): the trace has no complete step; there is nothing to replay")
+        }
         let header = reader.header
         var request = try ReplayOptionsParser.request(
             trace: trace, header: header, policies: policies, budgets: budgets, loop: loop, model: model, gpu: gpu, attn: attn,
             visionAttn: visionAttn, kvHeads: kvHeads, logits: logits, allocator: allocator, retainPrevious: !noRetainPrevious,
             threads: threads, dumpKept: dumpKept, generator: "starkv \(StarKV.version)")
+        request.readLimits = reader.limits
         if let numerics {
             guard let n = ReplayNumerics(rawValue: numerics) else {
                 throw ValidationError("--numerics must be one of \(ReplayNumerics.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -77,20 +106,38 @@ struct ReplayCommand: ParsableCommand {
                 }
             }
         }
+        if let memorySnapshot { try OutputCheck.check(memorySnapshot, inputs: inputs, force: force, flag: "--memory-snapshot") }
+        // The kept-set dump goes to a temporary name and is renamed only after a successful replay.
+        let dumpTemp = dumpKept.map { OutputFile.temporaryPath(for: $0) }
+        request.dumpKeptPath = dumpTemp
         let bar = ProgressBar(enabled: !quiet && isatty(STDERR_FILENO) != 0)
         let traceHash = PendingFileHash(path: trace)  // provenance, hashed while the replay runs
-        var (results, snapshot, snapshotLabel) = try Replay.runWithSnapshot(
-            request, snapshotRun: memorySnapshot == nil ? nil : snapshotRun, wanted: memorySnapshot != nil
-        ) { p in
-            bar.update(done: p.stepsDone, total: p.stepsTotal, label: "\(p.phase) · \(p.pairs) pairs")
-        }
-        bar.finish()
-        results.provenance = Provenance(tracePath: trace, traceSHA256: try traceHash.wait())  // docs/sweeps.md
-        let written = try ReportRenderer.write(results, to: out, inputs: [trace])
-        if let memorySnapshot {
-            guard let snapshot, let snapshotLabel else { throw ValidationError("--memory-snapshot needs the torch caching allocator (--allocator torch)") }
-            try OutputFile.write(Data(snapshot.pickle()), to: memorySnapshot, inputs: [trace])
-            print("memory snapshot of \(snapshotLabel): \(memorySnapshot) (\(snapshot.events.count) allocator events)")
+        var results: ReplayResults
+        let written: [String]
+        do {
+            let (replayed, snapshot, snapshotLabel) = try Replay.runWithSnapshot(
+                request, snapshotRun: memorySnapshot == nil ? nil : snapshotRun, wanted: memorySnapshot != nil
+            ) { p in
+                bar.update(done: p.stepsDone, total: p.stepsTotal, label: "\(p.phase) · \(p.pairs) pairs")
+            }
+            bar.finish()
+            results = replayed
+            results.provenance = Provenance(tracePath: trace, traceSHA256: try traceHash.wait())  // docs/sweeps.md
+            written = try ReportRenderer.write(results, to: out, overwrite: force, inputs: inputs)
+            if let memorySnapshot {
+                guard let snapshot, let snapshotLabel else {
+                    throw ValidationError("--memory-snapshot needs the torch caching allocator (--allocator torch)")
+                }
+                try OutputFile.write(Data(snapshot.pickle()), to: memorySnapshot, inputs: inputs, overwrite: force)
+                print("memory snapshot of \(snapshotLabel): \(memorySnapshot) (\(snapshot.events.count) allocator events)")
+            }
+            if let dumpKept, let dumpTemp {
+                try OutputFile.commit(temporary: dumpTemp, to: dumpKept, inputs: inputs, overwrite: force)
+            }
+        } catch {
+            bar.finish()
+            if let dumpTemp { unlink(dumpTemp) }
+            throw error
         }
         print(ReplaySummaryText.render(results))
         print("report: \(written.last!)  (also results.json, steps.csv, runs.csv, trace.json in \(out))")
@@ -104,15 +151,23 @@ struct ReplayCommand: ParsableCommand {
 
 struct ReportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "report", abstract: "Re-render a report directory from a results.json.")
+        commandName: "report", abstract: "Re-render a report directory from a results.json.",
+        discussion: """
+            Writes report.html, steps.csv, runs.csv, trace.json and results.json under temporary \
+            names, then renames them. Existing files are kept unless --force; RESULTS itself is \
+            never written over (re-rendering in place leaves it as it is).
+
+            \(ExitStatus.help)
+            """)
 
     @Argument(help: "results.json written by 'starkv replay'.") var results: String
     @Option(help: "Report directory (default: the directory of RESULTS).") var out: String?
+    @Flag(help: "Overwrite the report files that exist (never RESULTS itself).") var force = false
 
     func run() throws {
         let r = try ReportRenderer.load(results)
         let dir = out ?? (results as NSString).deletingLastPathComponent
-        let written = try ReportRenderer.write(r, to: dir.isEmpty ? "." : dir, inputs: [results])
+        let written = try ReportRenderer.write(r, to: dir.isEmpty ? "." : dir, overwrite: force, inputs: [results])
         print("report: \(written.last!)")
     }
 }
@@ -125,13 +180,8 @@ enum ReplayOptionsParser {
         dumpKept: String?, generator: String
     ) throws -> ReplayRequest {
         let specs = try parsePolicies(policies)
-        var budgetList: [KVBudget] = []
-        for b in budgets.split(separator: ",") {
-            guard let budget = KVBudget(parsing: String(b)) else {
-                throw ValidationError("budget '\(b)' is not a percentage (20) or a token count (512tok)")
-            }
-            budgetList.append(budget)
-        }
+        let budgetList: [KVBudget]
+        do { budgetList = try KVBudget.parseList(budgets) } catch { throw ValidationError("--budgets: \(error.description)") }
         guard let cacheLoop = CacheLoop(rawValue: loop) else {
             throw ValidationError("--loop must be one of \(CacheLoop.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -151,6 +201,10 @@ enum ReplayOptionsParser {
             recorded: header.agent.visionAttnImplementation.isEmpty ? header.agent.attnImplementation : header.agent.visionAttnImplementation)
         let logitsPolicy = try MemoryFlags.pick(logits, "--logits", MemoryFlags.logits)
         let allocatorKind = try MemoryFlags.pick(allocator, "--allocator", MemoryFlags.allocators)
+        if let kvHeads, kvHeads != geometry.numKVHeads, kvHeads != geometry.numQueryHeads {
+            throw ValidationError(
+                "--kv-heads \(kvHeads): \(geometry.id) caches either its \(geometry.numKVHeads) KV heads (GQA) or \(geometry.numQueryHeads) query heads (the repeat_kv path)")
+        }
         var stored = kvHeads ?? header.agent.storedKVHeads
         if stored <= 0 || (kvHeads == nil && header.model.id != geometry.id) { stored = geometry.numKVHeads }
         if kvHeads == nil, header.agent.storedKVHeads == header.model.numQueryHeads, header.model.id != geometry.id {
@@ -185,7 +239,7 @@ enum ReplayOptionsParser {
         parts.append(current)
         for raw in parts {
             let part = raw.trimmingCharacters(in: .whitespaces)
-            guard !part.isEmpty else { continue }
+            guard !part.isEmpty else { throw ValidationError("--policies '\(text)': empty item (a trailing or doubled comma?)") }
             var name = part
             var options: [String: String] = [:]
             if let open = part.firstIndex(of: "("), part.hasSuffix(")") {
@@ -196,7 +250,9 @@ enum ReplayOptionsParser {
             guard PolicyRegistry.type(named: name) != nil else {
                 throw ValidationError("unknown policy '\(name)'; known: \(PolicyRegistry.names.joined(separator: ", "))")
             }
-            specs.append(PolicySpec(name: name, options: options))
+            let spec = PolicySpec(name: name, options: options)
+            guard !specs.contains(spec) else { throw ValidationError("--policies: '\(part)' is given twice") }
+            specs.append(spec)
         }
         guard !specs.isEmpty else { throw ValidationError("--policies is empty") }
         return specs

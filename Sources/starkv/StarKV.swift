@@ -10,6 +10,7 @@ struct StarKV: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "starkv",
         abstract: "Record, replay and report KV-cache compression for GUI-agent VLMs.",
+        discussion: ExitStatus.help,
         version: version,
         subcommands: [
             Inspect.self,

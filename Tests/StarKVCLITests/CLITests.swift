@@ -90,7 +90,7 @@ enum CLI {
         let cut = CLI.temp("cut.starkv")
         FileManager.default.createFile(atPath: cut, contents: Data(bytes[0..<(bytes.count - 100_000)]))
         let before = try CLI.run(["validate", cut])
-        #expect(before.status == 0 && before.stdout.contains("no footer"))
+        #expect(before.status == 2 && before.stdout.contains("no footer"))
         let out = CLI.temp("recovered.starkv")
         let r = try CLI.run(["recover", cut, "--output", out])
         #expect(r.status == 0, "\(r.stderr)")
@@ -128,9 +128,9 @@ enum CLI {
         }
         let digestLine = try #require(r.stdout.split(separator: "\n").first { $0.hasPrefix("digest: ") })
         let digest = String(digestLine.dropFirst("digest: ".count))
-        let again = try CLI.run(args + ["--expect-digest", digest, "--threads", "1"])
+        let again = try CLI.run(args + ["--expect-digest", digest, "--threads", "1", "--force"])
         #expect(again.status == 0, "\(again.stderr)")
-        let wrong = try CLI.run(args + ["--expect-digest", String(repeating: "0", count: 64)])
+        let wrong = try CLI.run(args + ["--expect-digest", String(repeating: "0", count: 64), "--force"])
         #expect(wrong.status != 0 && wrong.stderr.contains("does not match"))
     }
 
@@ -146,7 +146,7 @@ enum CLI {
         #expect(try CLI.run(["replay", CLI.sample, "--policies", "snapkv", "--budgets", "20", "--out", out, "--quiet"]).status == 0)
         let html = try String(contentsOfFile: out + "/report.html", encoding: .utf8)
         try FileManager.default.removeItem(atPath: out + "/report.html")
-        let r = try CLI.run(["report", out + "/results.json"])
+        let r = try CLI.run(["report", out + "/results.json", "--force"])
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try String(contentsOfFile: out + "/report.html", encoding: .utf8) == html)
     }

@@ -49,7 +49,7 @@ def swift_replay_seconds(binary: str, trace: str, policy: str, budget: int, repe
     for _ in range(repeats):
         t0 = time.perf_counter()
         run([binary, "replay", trace, "--policies", policy, "--budgets", str(budget), "--threads", "1",
-             "--quiet", "--out", out])
+             "--quiet", "--force", "--out", out])
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -97,7 +97,7 @@ def agreement(binary: str, trace: str, policy: str, budget: int, kept: dict, tmp
     """(identical layers, layers, worst overlap) of NumPy vs `starkv replay --dump-kept`."""
     dump = os.path.join(tmp, f"kept-{policy}.jsonl")
     run([binary, "replay", trace, "--policies", policy, "--budgets", str(budget), "--threads", "1", "--quiet",
-         "--out", os.path.join(tmp, "agree"), "--dump-kept", dump])
+         "--force", "--out", os.path.join(tmp, "agree"), "--dump-kept", dump])
     same = total = 0
     worst = 1.0
     with open(dump) as f:

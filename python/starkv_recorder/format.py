@@ -201,15 +201,25 @@ class TraceWriter:
     Use as a context manager. `compress` selects CODEC_ZSTD (level `zstd_level`) and
     `shuffle` FILTER_BYTE_SHUFFLE for multi-byte dtypes."""
 
+    _counter = 0
+
     def __init__(self, path: str | os.PathLike, header: pb.TraceHeader, *, compress: bool = True,
-                 shuffle: bool = True, zstd_level: int = 3):
+                 shuffle: bool = True, zstd_level: int = 3, overwrite: bool = True):
         self.path = os.fspath(path)
         self.header = header
         self._validate_header(header)
         self._compress = compress
         self._shuffle = shuffle
         self._cctx = zstandard.ZstdCompressor(level=zstd_level, write_checksum=True, write_content_size=True)
-        self._fh: BinaryIO | None = open(self.path, "wb")
+        if os.path.exists(self.path) and not overwrite:
+            raise TraceWriteError(f"{self.path}: already exists; pass overwrite=True to replace it")
+        # Written under a temporary name beside the final one and renamed by close(): a reader never
+        # sees a partial trace at `path`, and a recorder killed mid-run leaves `temporary_path`, which
+        # `starkv recover` turns into a complete trace (same naming as the Swift writer: NAME.tmp-PID-N).
+        TraceWriter._counter += 1
+        self.temporary_path = f"{self.path}.tmp-{os.getpid()}-{TraceWriter._counter}"
+        self._overwrite = overwrite
+        self._fh: BinaryIO | None = open(self.temporary_path, "xb")
         self._offset = 0
         self._index: list[pb.StepIndexEntry] = []
         self._total_raw = 0
@@ -240,7 +250,10 @@ class TraceWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close()
+        if exc_type is not None:
+            self.abort()  # an error mid-recording: keep the partial trace recoverable, never at `path`
+        else:
+            self.close()
 
     def _write(self, b: bytes) -> None:
         assert self._fh is not None
@@ -344,11 +357,20 @@ class TraceWriter:
         self._record(KIND_FOOT, foot.SerializeToString(deterministic=True))
         first = _TRAILER.pack(foot_offset, 0)
         self._write(first + struct.pack("<I", crc32c(first)) + TRAILER_MAGIC)
-        self._fh.close()
-        self._fh = None
+        fh, self._fh = self._fh, None
+        try:
+            fh.flush()
+            os.fsync(fh.fileno())
+        finally:
+            fh.close()
+        if not self._overwrite and os.path.exists(self.path):
+            os.unlink(self.temporary_path)
+            raise TraceWriteError(f"{self.path}: appeared while writing; not overwritten (trace removed)")
+        os.replace(self.temporary_path, self.path)
 
     def abort(self) -> None:
-        """Closes the file without footer (as if the process had died): steps stay readable."""
+        """Closes the file without footer (as if the process had died): the completed steps stay
+        readable in `temporary_path`, which `starkv recover` turns into a complete trace."""
         if self._fh is not None:
             self._fh.close()
             self._fh = None

@@ -136,6 +136,8 @@ def test_a_killed_recorder_leaves_completed_steps_readable(tmp_path):
     w.write_step(one_step(0))
     w.write_step(one_step(1))
     w.abort()
+    assert not os.path.exists(path)  # a partial trace never appears under the final name
+    path = w.temporary_path
     size = os.path.getsize(path)
     with open(path, "r+b") as f:  # tear the last step in half
         f.truncate(size - 100)

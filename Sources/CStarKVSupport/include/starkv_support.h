@@ -20,4 +20,10 @@ uint32_t starkv_crc32c_3way(uint32_t crc, const void *data, size_t length);
 uint32_t starkv_crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t length2);
 /// The same bytes as starkv_unshuffle; SSE2 for element widths 2 and 4 (reading_simd.c).
 void starkv_unshuffle_fast(const uint8_t *in, uint8_t *out, size_t count, size_t width);
+/// Places `n` bytes of a byte-shuffled stream, starting at stream byte `start`, into their
+/// un-shuffled positions of `out` (`count` elements of `width` bytes); start + n <= count*width.
+void starkv_unshuffle_range(const uint8_t *in, size_t n, size_t start, uint8_t *out, size_t count, size_t width);
+/// Index of the first NaN or infinite element of little-endian floats (kind 2 = binary16,
+/// 3 = bfloat16, 4 = binary32, 8 = binary64), or -1 when all are finite.
+long starkv_first_nonfinite(const uint8_t *data, size_t count, int kind);
 #endif
