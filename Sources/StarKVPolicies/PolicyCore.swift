@@ -156,6 +156,11 @@ public final class PolicyNotes: @unchecked Sendable {
         if !items.contains(note) { items.append(note) }
     }
 
+    /// Adds every note of `other` (first-seen order) that is not already here.
+    public func add(contentsOf other: PolicyNotes) {
+        for note in other.all { add(note) }
+    }
+
     /// Every note so far, in first-seen order.
     public var all: [String] {
         lock.lock()
@@ -341,11 +346,28 @@ public protocol KVPolicy: Sendable {
     /// `initialState`); the policy resets it itself where the reference drivers reset
     /// (`step.reset`).
     func compress(_ input: PolicyStepInput, state: PolicyState) throws -> PolicyStepOutput
+
+    /// True when the policy scores a step once for several budgets in `compressMany` ("score
+    /// once, select many", docs/policies.md "Sweeps"): its scores depend on the budget only
+    /// through the window clamp `min(w, C − 2)`, and no carried state depends on the budget.
+    /// The replay then hands it every budget of a sweep at once (re-prefill loop only).
+    var sharesScoresAcrossBudgets: Bool { get }
+
+    /// Compresses one step for several budgets of the same policy configuration: `inputs[i]`
+    /// (same header, step and numerics; its own budget and notes) with `states[i]`. Returns one
+    /// result per input, each equal to what `compress(inputs[i], state: states[i])` returns or
+    /// throws. The default calls `compress` for each input.
+    func compressMany(_ inputs: [PolicyStepInput], states: [PolicyState]) -> [Result<PolicyStepOutput, any Error>]
 }
 
 extension KVPolicy {
     public var name: String { Self.policyName }
     public var initialState: PolicyState { .empty }
+    public var sharesScoresAcrossBudgets: Bool { false }
+
+    public func compressMany(_ inputs: [PolicyStepInput], states: [PolicyState]) -> [Result<PolicyStepOutput, any Error>] {
+        zip(inputs, states).map { input, state in Result { try compress(input, state: state) } }
+    }
 
     /// Refuses a header that lacks a field this policy needs, naming the field and the lowest
     /// recorder fidelity that writes it.

@@ -69,3 +69,117 @@ public enum QualityProxy {
             columns: columns ?? 0..<max(0, l - window))
     }
 }
+
+/// The decode proxy's inputs of one step, decoded once for every (policy, budget) pair of a
+/// replay (issue 15, "shared step inputs"): per layer the `decode_attn_sum` rows [H, L] as fp32
+/// and each row's fp64 total. `shares(of:)` gives exactly what
+/// `QualityProxy.decodeAttentionShares` gives for the same step (same sums in the same order,
+/// same errors).
+public struct StepDecodeMass: Sendable {
+    struct Layer: Sendable {
+        /// The layer's `decode_attn_sum` tensor (shares the step's bytes; checked [H, L] float).
+        var tensor: Tensor
+        var totals: [Double]
+    }
+
+    let header: TraceHeader
+    let step: StepRecord
+    let stepError: PolicyError?
+    let layers: [Result<Layer, PolicyError>]
+
+    /// Decodes every layer's rows (layers spread over `workers` threads; the result does not
+    /// depend on the thread count).
+    public init(header: TraceHeader, step: StepRecord, workers: Int = 1) {
+        self.header = header
+        self.step = step
+        let fields: StepFields
+        do {
+            fields = try StepFields(policy: "quality-proxy", input: PolicyStepInput(header: header, step: step, budget: .percent(100)))
+        } catch {
+            stepError = error as? PolicyError ?? .invalidStep(policy: "quality-proxy", episode: step.episodeID, step: step.stepIndex, reason: "\(error)")
+            layers = []
+            return
+        }
+        stepError = nil
+        let l = step.promptLength
+        layers = DeterministicParallel.map(count: header.model.numLayers, workers: workers) { layer -> Result<Layer, PolicyError> in
+            do {
+                // Checks the chunk (shape, dtype) and converts it one row at a time for the totals;
+                // the kept sums later read the stored values directly.
+                let rows = try fields.headRows(TraceField.decodeAttnSum, layer: layer, columns: l)
+                let totals = rows.map { row -> Double in
+                    var total = 0.0
+                    for x in row { total += Double(x) }
+                    return total
+                }
+                guard let chunk = step.chunk(TraceField.decodeAttnSum, layer: layer) else {
+                    throw PolicyError.missingChunk(policy: "quality-proxy", field: TraceField.decodeAttnSum, layer: layer, episode: step.episodeID, step: step.stepIndex)
+                }
+                return .success(Layer(tensor: chunk.tensor, totals: totals))
+            } catch {
+                return .failure(error as? PolicyError ?? .invalidStep(policy: "quality-proxy", episode: step.episodeID, step: step.stepIndex, reason: "\(error)"))
+            }
+        }
+    }
+
+    /// Decode proxy of every selection (nil where the layer recorded no decode mass).
+    public func shares(of selections: [LayerSelection]) throws -> [Double?] {
+        if let stepError { throw stepError }
+        let g = header.model.numQueryHeads / max(1, header.model.numKVHeads)
+        return try selections.map { sel -> Double? in
+            guard layers.indices.contains(sel.layer) else {
+                return try QualityProxy.decodeAttentionShare(header: header, step: step, selection: sel)
+            }
+            let data = try layers[sel.layer].get()
+            let l = step.promptLength
+            var kept = 0.0, total = 0.0
+            for h in data.totals.indices {
+                var k = 0.0
+                let row = sel.keptIndices(forQueryHead: h, queryHeadsPerKVHead: g)
+                // Read the stored values in place (the same Float values `Tensor.floats` gives).
+                switch data.tensor.dtype {
+                case .f32:
+                    data.tensor.bytes.withUnsafeBytes { raw in
+                        for idx in row {
+                            let j = Int(idx)
+                            if j >= 0 && j < l {
+                                k += Double(Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: (h * l + j) * 4, as: UInt32.self))))
+                            }
+                        }
+                    }
+                case .f16:
+                    data.tensor.bytes.withUnsafeBytes { raw in
+                        HalfPrecision.table.withUnsafeBufferPointer { table in
+                            for idx in row {
+                                let j = Int(idx)
+                                if j >= 0 && j < l {
+                                    let bits = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: (h * l + j) * 2, as: UInt16.self))
+                                    k += Double(table[Int(bits)])
+                                }
+                            }
+                        }
+                    }
+                case .bf16:
+                    data.tensor.bytes.withUnsafeBytes { raw in
+                        for idx in row {
+                            let j = Int(idx)
+                            if j >= 0 && j < l {
+                                let bits = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: (h * l + j) * 2, as: UInt16.self))
+                                k += Double(Float(bitPattern: UInt32(bits) << 16))
+                            }
+                        }
+                    }
+                default:
+                    let values = data.tensor.floats(from: h * l, count: l)
+                    for idx in row {
+                        let j = Int(idx)
+                        if j >= 0 && j < l { k += Double(values[j]) }
+                    }
+                }
+                kept += k
+                total += data.totals[h]
+            }
+            return total > 0 ? kept / total : nil
+        }
+    }
+}

@@ -184,7 +184,10 @@ func kthLargestKey<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], _ k: Int
                 return (bucket, nil)
             }
             if let found { return found }
-            candidates = candidates.filter { Int(truncatingIfNeeded: $0 >> K(shift)) & 0xFF == bucket }
+            // Scores of one row often share their top digits: no copy when every candidate is in the bucket.
+            if hist[bucket] != candidates.count {
+                candidates = candidates.filter { Int(truncatingIfNeeded: $0 >> K(shift)) & 0xFF == bucket }
+            }
             shift -= 8
         }
     }
@@ -327,3 +330,115 @@ import Darwin
 @inline(__always) func logDouble(_ x: Double) -> Double { log(x) }
 @inline(__always) func powDouble(_ x: Double, _ y: Double) -> Double { pow(x, y) }
 @inline(__always) func log2Double(_ x: Double) -> Double { x > 0 ? log2(x) : 0 }
+
+/// One ordering of a score row that answers `topKAscending` for any k ("score once, select
+/// many", docs/policies.md "Sweeps"): positions ranked by score, descending, ties by lower
+/// position (NaN below every number, −0 = +0, as `topKAscending`, docs/algorithms.md §1.4).
+/// Built by a stable LSD radix sort of the order keys (O(n)); each k is then one pass.
+struct ScoreRanking {
+    /// `rank[j]`: how many positions come before position j in the ordering.
+    let rank: [Int32]
+
+    init(_ scores: [Float]) {
+        let n = scores.count
+        // Sort by the complemented key ascending = key descending; LSD radix sort is stable, so
+        // equal keys keep ascending positions.
+        var keys = [UInt32](unsafeUninitializedCapacity: n) { buf, count in
+            scores.withUnsafeBufferPointer { src in for j in 0..<n { buf[j] = ~src[j].orderKey } }
+            count = n
+        }
+        var order = [Int32](unsafeUninitializedCapacity: n) { buf, count in
+            for j in 0..<n { buf[j] = Int32(j) }
+            count = n
+        }
+        var keys2 = [UInt32](repeating: 0, count: n)
+        var order2 = [Int32](repeating: 0, count: n)
+        var counts = [Int](repeating: 0, count: 256)
+        for shift in stride(from: 0, to: 32, by: 8) {
+            let s = UInt32(shift)
+            var allSame = false
+            keys.withUnsafeBufferPointer { kb in
+                counts.withUnsafeMutableBufferPointer { c in
+                    for b in 0..<256 { c[b] = 0 }
+                    for j in 0..<n { c[Int((kb[j] >> s) & 0xFF)] += 1 }
+                    if n > 0 && c[Int((kb[0] >> s) & 0xFF)] == n { allSame = true; return }
+                    var sum = 0
+                    for b in 0..<256 { let x = c[b]; c[b] = sum; sum += x }
+                    keys2.withUnsafeMutableBufferPointer { k2 in
+                        order2.withUnsafeMutableBufferPointer { o2 in
+                            order.withUnsafeBufferPointer { ob in
+                                for j in 0..<n {
+                                    let d = Int((kb[j] >> s) & 0xFF)
+                                    let at = c[d]
+                                    c[d] = at + 1
+                                    k2[at] = kb[j]
+                                    o2[at] = ob[j]
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if !allSame {
+                swap(&keys, &keys2)
+                swap(&order, &order2)
+            }
+        }
+        var rank = [Int32](repeating: 0, count: n)
+        rank.withUnsafeMutableBufferPointer { r in
+            order.withUnsafeBufferPointer { o in for i in 0..<n { r[Int(o[i])] = Int32(i) } }
+        }
+        self.rank = rank
+    }
+
+    /// Positions of the `k` best, ascending: the same as `topKAscending(scores, count: k)`.
+    func topKAscending(count k: Int) -> [Int32] {
+        let n = rank.count
+        if k <= 0 || n == 0 { return [] }
+        if k >= n { return allPositions(n) }
+        var out = [Int32]()
+        out.reserveCapacity(k)
+        let bound = Int32(k)
+        rank.withUnsafeBufferPointer { r in
+            for j in 0..<n where r[j] < bound { out.append(Int32(j)) }
+        }
+        return out
+    }
+}
+
+extension KVPolicy {
+    /// `compressMany` for a policy whose scores depend on the budget only through the clamped
+    /// window (docs/policies.md "Sweeps"): the inputs whose plans compress with the same window
+    /// are scored once by `shared` (one `BudgetPlan` each, results in that order: kept sets and
+    /// scoring FLOPs); every other input goes through `compress`. Notes raised while scoring a
+    /// group reach every member's collector, as they would one compress call at a time.
+    func sharingScores(
+        _ inputs: [PolicyStepInput], states: [PolicyState], window: Int, clamp: WindowClamp,
+        _ shared: (StepFields, [BudgetPlan]) throws -> [(layers: [LayerSelection], flops: Double)]
+    ) -> [Result<PolicyStepOutput, any Error>] {
+        var results = [Result<PolicyStepOutput, any Error>?](repeating: nil, count: inputs.count)
+        var groups: [(window: Int, members: [Int], plans: [BudgetPlan])] = []
+        for (i, input) in inputs.enumerated() {
+            let plan = BudgetPlan(promptLength: input.step.promptLength, budget: input.budget, window: window, clamp: clamp)
+            guard plan.compresses else { continue }
+            if let g = groups.firstIndex(where: { $0.window == plan.window }) {
+                groups[g].members.append(i)
+                groups[g].plans.append(plan)
+            } else {
+                groups.append((plan.window, [i], [plan]))
+            }
+        }
+        for g in groups where g.members.count > 1 {
+            let notes = PolicyNotes()
+            var first = inputs[g.members[0]]
+            first.notes = notes
+            let outcome = Result { try shared(try StepFields(policy: Self.policyName, input: first), g.plans) }
+            for (j, i) in g.members.enumerated() {
+                inputs[i].notes?.add(contentsOf: notes)
+                results[i] = outcome.map { PolicyStepOutput(layers: $0[j].layers, scoringFLOPs: $0[j].flops, state: states[i]) }
+            }
+        }
+        for i in inputs.indices where results[i] == nil { results[i] = Result { try compress(inputs[i], state: states[i]) } }
+        return results.map { $0! }
+    }
+}

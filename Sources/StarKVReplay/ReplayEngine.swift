@@ -86,7 +86,10 @@ public struct GoldenAgreement: Sendable, Equatable {
 /// Replays a trace under (policy, budget) pairs (issue: replay engine). Streams the trace one
 /// step at a time; at each step the pairs run in parallel, each with its own carried policy
 /// state, and write into fixed slots, so results (and the kept-set dump) do not depend on the
-/// thread count.
+/// thread count. Issue 15 (docs/policies.md "Sweeps"): the budgets of a policy that shares its
+/// scores form one work unit (`KVPolicy.compressMany`), the quality proxy's inputs are prepared
+/// once per step (`StepDecodeMass`), and with more than one thread the next step is read while
+/// the current one is scored.
 public struct PolicyReplayer {
     public var reader: TraceReader
     public var policies: [PolicySpec]
@@ -150,39 +153,87 @@ public struct PolicyReplayer {
         // store (short prompts, VL-Cache's budget − 1 fallback; docs/policies.md).
         for f in [TraceField.decodeAttnSum, TraceField.winSum, TraceField.winRows] where header.has(f) { needed.insert(f) }
         let layers = header.model.numLayers
-        let workers = min(threads, max(1, pairs.count))
         let loop = self.loop
         let dumping = dump != nil
         let numerics = self.numerics
-
-        for i in 0..<reader.stepCount {
-            let step = try reader.readStep(at: i, fields: needed)
-            DeterministicParallel.update(&pairs, workers: workers) { pair in
-                if pair.error == nil {
-                    PolicyReplayer.advance(&pair, step: step, header: header, layers: layers, loop: loop, numerics: numerics, dumping: dumping)
-                }
+        // Work units: the pairs of a policy that shares its scores across budgets form one unit
+        // (scored once per step, every budget selected from it: `KVPolicy.compressMany`);
+        // every other pair is a unit of its own. Units hold consecutive pairs, so flattening
+        // them gives the pairs back in order.
+        var units: [[PairState]] = []
+        for pair in pairs {
+            if loop == .reprefill, pair.policy.sharesScoresAcrossBudgets, let last = units.last?.last, last.spec == pair.spec {
+                units[units.count - 1].append(pair)
+            } else {
+                units.append([pair])
             }
-            if let failed = pairs.first(where: { $0.error != nil }) {
+        }
+        pairs = []
+        let workers = min(threads, max(1, units.count))
+        let decodeMass = header.has(TraceField.decodeAttnSum)
+
+        // With more than one thread, step i + 1 is read (CRC, zstd, un-shuffle) on its own
+        // thread while step i is scored; errors surface in the same order as reading in line.
+        let source = reader
+        let prefetching = threads > 1
+        var next: StepPrefetch? = prefetching && reader.stepCount > 0 ? StepPrefetch(reader: source, index: 0, fields: needed) : nil
+        for i in 0..<reader.stepCount {
+            let step = try next?.get() ?? reader.readStep(at: i, fields: needed)
+            next = prefetching && i + 1 < reader.stepCount ? StepPrefetch(reader: source, index: i + 1, fields: needed) : nil
+            // Quality-proxy inputs once per step for every pair (layers in parallel).
+            let mass = decodeMass ? StepDecodeMass(header: header, step: step, workers: threads) : nil
+            DynamicParallel.update(&units, workers: workers) { unit in
+                PolicyReplayer.advance(&unit, step: step, header: header, layers: layers, loop: loop, numerics: numerics, dumping: dumping, mass: mass)
+            }
+            if let failed = units.lazy.flatMap({ $0 }).first(where: { $0.error != nil }) {
                 // Errors name the policy, episode, step and layer (PolicyError).
                 throw ReplayError.policy("\(reader.path): \(failed.error!)")
             }
             if let dump {
-                for p in pairs.indices {
-                    try dump(pairs[p].dumpLines)
-                    pairs[p].dumpLines.removeAll(keepingCapacity: true)
+                for u in units.indices {
+                    for p in units[u].indices {
+                        try dump(units[u][p].dumpLines)
+                        units[u][p].dumpLines.removeAll(keepingCapacity: true)
+                    }
                 }
             }
-            progress?(ReplayProgress(stepsDone: i + 1, stepsTotal: reader.stepCount, pairs: pairs.count, phase: "policies"))
+            progress?(ReplayProgress(stepsDone: i + 1, stepsTotal: reader.stepCount, pairs: units.reduce(0) { $0 + $1.count }, phase: "policies"))
         }
-        return pairs.map {
+        return units.flatMap { $0 }.map {
             PairReplay(policy: $0.spec, budget: $0.budget, steps: $0.steps, keptDigest: $0.digest.finalize(), golden: $0.golden, notes: $0.notes.all)
+        }
+    }
+
+    /// One unit (a pair, or the pairs of a score-sharing policy), one step.
+    static func advance(
+        _ unit: inout [PairState], step: StepRecord, header: TraceHeader, layers: Int, loop: CacheLoop, numerics: ReplayNumerics,
+        dumping: Bool, mass: StepDecodeMass?
+    ) {
+        let live = unit.indices.filter { unit[$0].error == nil }
+        if unit.count > 1 && loop == .reprefill && !live.isEmpty {
+            let inputs = live.map {
+                PolicyStepInput(header: header, step: step, budget: unit[$0].budget, numerics: numerics, notes: unit[$0].notes)
+            }
+            let outputs = unit[live[0]].policy.compressMany(inputs, states: live.map { unit[$0].state })
+            for (j, p) in live.enumerated() {
+                switch outputs[j] {
+                case .success(let output):
+                    finish(&unit[p], output: output, step: step, availability: nil, cachedMass: nil, newTokens: step.promptLength, dumping: dumping, mass: mass)
+                case .failure(let error):
+                    unit[p].error = "\(error)"
+                }
+            }
+            return
+        }
+        for p in live {
+            advance(&unit[p], step: step, header: header, layers: layers, loop: loop, numerics: numerics, dumping: dumping, mass: mass)
         }
     }
 
     /// One pair, one step: mask for the persistent loop, compress, score quality, hash.
     static func advance(
         _ p: inout PairState, step: StepRecord, header: TraceHeader, layers: Int, loop: CacheLoop, numerics: ReplayNumerics = .fp32,
-        dumping: Bool
+        dumping: Bool, mass: StepDecodeMass? = nil
     ) {
         var input = step
         var availability: [[Bool]]? = nil
@@ -206,6 +257,15 @@ public struct PolicyReplayer {
             p.error = "\(error)"
             return
         }
+        finish(&p, output: output, step: step, availability: availability, cachedMass: cachedMass, newTokens: newTokens, dumping: dumping, mass: mass)
+    }
+
+    /// The rest of one pair's step once its policy has compressed: persistent-loop masking,
+    /// digest, golden agreement, dump, quality proxy and the step's facts.
+    static func finish(
+        _ p: inout PairState, output: PolicyStepOutput, step: StepRecord, availability: [[Bool]]?, cachedMass: Double?, newTokens: Int,
+        dumping: Bool, mass: StepDecodeMass?
+    ) {
         p.state = output.state
         var selections = output.layers
         if let availability {
@@ -241,10 +301,8 @@ public struct PolicyReplayer {
                     p.dumpLines += Array((line + "\n").utf8)
                 }
             }
-            if header.has(TraceField.decodeAttnSum) {
-                var out = output
-                out.layers = selections
-                perLayerQuality = try QualityProxy.decodeAttentionShares(header: header, step: step, output: out).compactMap { $0 }
+            if let mass {
+                perLayerQuality = try mass.shares(of: selections).compactMap { $0 }
             }
         } catch {
             p.error = "\(error)"
@@ -295,3 +353,71 @@ public struct PolicyReplayer {
     }
 }
 
+
+/// Reads one step on a background thread; `get` waits for it.
+final class StepPrefetch: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    // Written once by the reading thread before `done` is signalled, read after the wait.
+    private var result: Result<StepRecord, any Error>?
+
+    /// TraceReader holds only constants and reads with pread, so one step may be read on
+    /// another thread while the caller reads nothing else from it.
+    private struct Source: @unchecked Sendable { let reader: TraceReader }
+
+    init(reader: TraceReader, index: Int, fields: Set<String>) {
+        let source = Source(reader: reader)
+        DispatchQueue.global().async { [self] in
+            result = Result { try source.reader.readStep(at: index, fields: fields) }
+            done.signal()
+        }
+    }
+
+    func get() throws -> StepRecord {
+        done.wait()
+        done.signal()
+        return try result!.get()
+    }
+}
+
+/// `body(&items[i])` for every element on up to `workers` threads, each element by exactly one
+/// worker, taken in index order as workers free up (units of unequal cost balance); results
+/// sit in the elements' own slots, so they do not depend on the scheduling.
+enum DynamicParallel {
+    private final class Counter: @unchecked Sendable {
+        private let lock = NSLock()
+        private var next = 0
+        func take() -> Int {
+            lock.lock()
+            defer { lock.unlock() }
+            next += 1
+            return next - 1
+        }
+    }
+
+    private struct Slots<T>: @unchecked Sendable { let base: UnsafeMutablePointer<T> }
+    private struct Box<F>: @unchecked Sendable { let value: F }
+
+    static func update<T>(_ items: inout [T], workers: Int, _ body: (inout T) -> Void) {
+        let count = items.count
+        let n = min(max(1, workers), max(1, count))
+        if n == 1 {
+            for i in items.indices { body(&items[i]) }
+            return
+        }
+        let counter = Counter()
+        items.withUnsafeMutableBufferPointer { buf in
+            guard let base = buf.baseAddress else { return }
+            let out = Slots(base: base)
+            withoutActuallyEscaping(body) { body in
+                let call = Box(value: body)
+                DispatchQueue.concurrentPerform(iterations: n) { _ in
+                    while true {
+                        let i = counter.take()
+                        if i >= count { break }
+                        call.value(&out.base[i])
+                    }
+                }
+            }
+        }
+    }
+}

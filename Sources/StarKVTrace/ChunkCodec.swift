@@ -6,7 +6,7 @@ public enum CRC32C {
     /// CRC32C of `bytes`, continuing from `crc` (0 for a new checksum).
     public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing crc: UInt32 = 0) -> UInt32 {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return crc }
-        return starkv_crc32c(crc, base, bytes.count)
+        return starkv_crc32c_3way(crc, base, bytes.count)  // = starkv_crc32c; 3 streams on long buffers
     }
 
     /// CRC32C of `bytes`.
@@ -121,7 +121,7 @@ enum ChunkCoder {
             scratch.filter = .none
             let planes = try decode(file: file, offset: offset, descriptor: scratch)
             return [UInt8](unsafeUninitializedCapacity: raw) { out, initialized in
-                planes.withUnsafeBufferPointer { starkv_unshuffle($0.baseAddress, out.baseAddress, count, width) }
+                planes.withUnsafeBufferPointer { starkv_unshuffle_fast($0.baseAddress, out.baseAddress, count, width) }
                 initialized = raw
             }
         case (.zstd, false):

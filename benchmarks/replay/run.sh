@@ -10,3 +10,6 @@ TRACE=traces/generated/qwen2.5-vl-7b-1920x1080-10step.starkv
 mkdir -p out/bench
 "$PY" benchmarks/replay/bench_replay.py --bin "$BIN" --trace "$TRACE" --budget 20 --repeats 3 \
   --json out/bench/replay.json
+# Issue 15's sweep targets: 55-pair sweep with 1 and 2 threads vs the decompression floor, plain
+# zstd, a NumPy lower bound and peak RSS (README "Sweep").
+"$PY" benchmarks/replay/bench_sweep.py --bin "$BIN" --trace "$TRACE" --repeats 3 --json out/bench/sweep.json

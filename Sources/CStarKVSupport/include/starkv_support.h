@@ -12,6 +12,14 @@ uint32_t starkv_crc32c(uint32_t crc, const void *data, size_t length);
 void starkv_shuffle(const uint8_t *in, uint8_t *out, size_t count, size_t width);
 /// Inverse of starkv_shuffle.
 void starkv_unshuffle(const uint8_t *in, uint8_t *out, size_t count, size_t width);
+
+/// The same CRC32C as starkv_crc32c, from three interleaved hardware streams combined with
+/// starkv_crc32c_combine (faster on long buffers; reading_simd.c).
+uint32_t starkv_crc32c_3way(uint32_t crc, const void *data, size_t length);
+/// CRC32C of A || B from crc(A), crc(B) and |B| in bytes.
+uint32_t starkv_crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t length2);
+/// The same bytes as starkv_unshuffle; SSE2 for element widths 2 and 4 (reading_simd.c).
+void starkv_unshuffle_fast(const uint8_t *in, uint8_t *out, size_t count, size_t width);
 /// Places `n` bytes of a byte-shuffled stream, starting at stream byte `start`, into their
 /// un-shuffled positions of `out` (`count` elements of `width` bytes); start + n <= count*width.
 void starkv_unshuffle_range(const uint8_t *in, size_t n, size_t start, uint8_t *out, size_t count, size_t width);

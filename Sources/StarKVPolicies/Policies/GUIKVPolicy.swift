@@ -142,4 +142,82 @@ public struct GUIKVPolicy: KVPolicy {
             previousVisual: prevPositions.count, spatial: alpha > 0, temporal: temporal && multiImage, qrPerQueryHead: qrPerQueryHead)
         return PolicyStepOutput(layers: layers, scoringFLOPs: flops, state: state)
     }
+
+    /// Budgets whose clamp gives the same window share the pooled scores, the spatial boost and
+    /// the ordering of the temporal residuals; the temporal step zeroes `⌊(1 − C/L)·V_prev⌋`
+    /// tokens, a budget-dependent count, so each budget zeroes its own copy and selects from it
+    /// (a budget with nothing to zero selects from one shared ordering). docs/policies.md "Sweeps".
+    public var sharesScoresAcrossBudgets: Bool { true }
+
+    public func compressMany(_ inputs: [PolicyStepInput], states: [PolicyState]) -> [Result<PolicyStepOutput, any Error>] {
+        sharingScores(inputs, states: states, window: window, clamp: .reference) { fields, plans in
+            let step = fields.step
+            let l = step.promptLength
+            let m = fields.header.model
+            let h = fields.numHeads, hkv = fields.numKVHeads, g = h / hkv
+            let w = plans[0].window, past = plans[0].past
+            let current = step.images.last
+            let multiImage = step.images.count > 1
+            var prevPositions: [Int] = []
+            for img in step.images.dropLast() { prevPositions.append(contentsOf: img.spanStart..<img.spanEnd) }
+            let zeroCounts = plans.map { plan -> Int in
+                let budgetRatio = Double(plan.capacity) / Double(l)
+                return Int(((1.0 - budgetRatio) * Double(prevPositions.count)).rounded(.towardZero))
+            }
+            var layers = [[LayerSelection]](repeating: [], count: plans.count)
+            for layer in 0..<fields.numLayers {
+                var heads = try pooledWindowScores(fields, layer: layer, window: w, past: past, kernel: kernel, pooling: pooling)
+                if alpha > 0, let cur = current, cur.length > 0 {
+                    let norms = try fields.hiddenNorms(layer: layer)
+                    let off = currentFrameNormOffset(step)
+                    if fields.numerics == .bf16Reference {
+                        let beta = spatialBoostBF16(norms: norms[off..<(off + cur.length)], alpha: alpha, temperature: temperature)
+                        for hh in 0..<h {
+                            for u in 0..<cur.length where cur.spanStart + u < past {
+                                heads[hh][cur.spanStart + u] = bf16Round(heads[hh][cur.spanStart + u] + beta[u])
+                            }
+                        }
+                    } else {
+                        let beta = spatialBoost(norms: norms[off..<(off + cur.length)], alpha: alpha, temperature: temperature)
+                        for hh in 0..<h {
+                            for u in 0..<cur.length where cur.spanStart + u < past { heads[hh][cur.spanStart + u] += beta[u] }
+                        }
+                    }
+                }
+                let zeroing = temporal && multiImage
+                // The residual orderings (most redundant first), once for every budget.
+                let residRanks = zeroing && zeroCounts.contains(where: { $0 > 0 })
+                    ? try fields.guikvResiduals(layer: layer).map { row in ScoreRanking(row.map { -$0 }) } : []
+                var plain: [ScoreRanking]? = nil
+                for (b, plan) in plans.enumerated() {
+                    let k = min(plan.capacity - plan.window, past)
+                    var rows: [[Int32]]
+                    if zeroing, zeroCounts[b] > 0 {
+                        var scored = heads
+                        for grp in 0..<hkv {
+                            let chosen = residRanks[grp].topKAscending(count: zeroCounts[b])
+                            for hh in (grp * g)..<((grp + 1) * g) {
+                                for idx in chosen {
+                                    let pos = prevPositions[Int(idx)]
+                                    if pos < past { scored[hh][pos] = 0 }
+                                }
+                            }
+                        }
+                        rows = scored.map { withWindow(topKAscending($0, count: k), past: past, promptLength: l) }
+                    } else {
+                        if plain == nil { plain = heads.map { ScoreRanking($0) } }
+                        rows = plain!.map { withWindow($0.topKAscending(count: k), past: past, promptLength: l) }
+                    }
+                    if granularity == .kvHead { rows = (0..<hkv).map { rows[$0 * g] } }
+                    layers[b].append(LayerSelection(
+                        layer: layer, granularity: granularity, keptIndices: rows, capacityTokens: plan.capacity, windowTokens: plan.window,
+                        compressed: true))
+                }
+            }
+            let flops = Self.scoringFLOPs(
+                model: m, promptLength: l, window: w, kernel: kernel, currentVisual: current?.length ?? 0,
+                previousVisual: prevPositions.count, spatial: alpha > 0, temporal: temporal && multiImage, qrPerQueryHead: qrPerQueryHead)
+            return layers.map { ($0, flops) }
+        }
+    }
 }

@@ -54,4 +54,29 @@ public struct SnapKVPolicy: KVPolicy {
         let flops = snapKVScoringFLOPs(input.header.model, promptLength: l, window: plan.window, kernel: kernel)
         return PolicyStepOutput(layers: layers, scoringFLOPs: flops, state: state)
     }
+
+    /// Every budget whose clamp gives the same window shares the pooled scores: one ordering per
+    /// head, every budget's top-k from it (docs/policies.md "Sweeps").
+    public var sharesScoresAcrossBudgets: Bool { true }
+
+    public func compressMany(_ inputs: [PolicyStepInput], states: [PolicyState]) -> [Result<PolicyStepOutput, any Error>] {
+        sharingScores(inputs, states: states, window: window, clamp: .reference) { fields, plans in
+            let l = fields.promptLength
+            let w = plans[0].window, past = plans[0].past
+            var layers = [[LayerSelection]](repeating: [], count: plans.count)
+            for layer in 0..<fields.numLayers {
+                let scores = try pooledWindowScores(fields, layer: layer, window: w, past: past, kernel: kernel, pooling: pooling)
+                let ranked = scores.map { ScoreRanking($0) }
+                for (g, plan) in plans.enumerated() {
+                    let k = min(plan.capacity - plan.window, plan.past)
+                    let rows = ranked.map { withWindow($0.topKAscending(count: k), past: past, promptLength: l) }
+                    layers[g].append(LayerSelection(
+                        layer: layer, granularity: .queryHead, keptIndices: rows, capacityTokens: plan.capacity,
+                        windowTokens: plan.window, compressed: true))
+                }
+            }
+            let flops = snapKVScoringFLOPs(fields.header.model, promptLength: l, window: w, kernel: kernel)
+            return layers.map { ($0, flops) }
+        }
+    }
 }
