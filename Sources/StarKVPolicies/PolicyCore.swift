@@ -127,9 +127,11 @@ public enum ReplayNumerics: String, Sendable, Codable, CaseIterable {
     /// fp32 scores from the stored values, fp64 statistics: a policy's behaviour without
     /// rounding noise. The default for traces that do not say otherwise.
     case fp32 = "fp32"
-    /// The reference's bf16 dtype flow where it is emulated: scores rounded to bf16
-    /// (round-to-nearest-even of the fp32 value) after the window sum and after pooling, so that
-    /// ties at the K-th score fall as on a bf16 GPU run (CUDA `torch.topk`: lower position).
+    /// The reference's bf16 dtype flow: every tensor op the reference runs in bf16 is computed in
+    /// fp32 and rounded once to bf16 (round-to-nearest-even), as CUDA's opmath kernels do — window
+    /// sums, pooling, boosts, means, MI weights, temporal discount, power (per policy in
+    /// docs/algorithms.md §12) — so that ties at the K-th score fall as on a bf16 GPU run (CUDA
+    /// `torch.topk`: lower position first).
     case bf16Reference = "bf16-reference"
 
     /// Parses a header or command-line value; the empty string means the fp32 default.
