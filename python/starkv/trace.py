@@ -15,10 +15,10 @@ import zstandard
 from starkv_recorder._proto import trace_pb2 as pb
 from starkv_recorder.checksum import crc32c
 from starkv_recorder.errors import TraceChecksumError, TraceFormatError
-from starkv_recorder.format import (CHUNK_LIMIT_BYTES, DTYPE_NAMES, DTYPE_TO_NP, FILE_HEADER_BYTES, FILE_MAGIC,
+from starkv_recorder.format import (CHUNK_LIMIT_BYTES, FILE_HEADER_BYTES, FILE_MAGIC,
                                     FLAG_SKIPPABLE, FRAME_HEADER_BYTES, KIND_CHNK, KIND_FOOT, KIND_HEAD, KIND_STEP,
                                     MESSAGE_LIMIT_BYTES, TRAILER_BYTES, TRAILER_MAGIC, VERSION_MAJOR, byte_unshuffle,
-                                    expected_shape)
+                                    check_chunk_descriptor)
 
 _FRAME = struct.Struct("<4sIQI")
 
@@ -201,26 +201,7 @@ class TraceFile:
                 yield layer, self.tensor(step, field, layer)
 
     def _decode(self, rec: pb.StepRecord, desc: pb.ChunkDescriptor, off: int) -> np.ndarray:
-        loc = f"{self.path}: step {rec.step_index} field {desc.field!r} layer {desc.layer}"
-        npdt = DTYPE_TO_NP.get(desc.dtype)
-        if npdt is None:
-            raise TraceFormatError(f"{loc}: unknown dtype {desc.dtype}")
-        n = 1
-        for s in desc.shape:
-            n *= int(s)
-        if n * npdt.itemsize != desc.raw_bytes:
-            raise TraceFormatError(f"{loc}: raw_bytes {desc.raw_bytes} != product(shape) * dtype size")
-        ims = list(rec.images)
-        V = sum(i.span_end - i.span_start for i in ims)
-        Vprev = V - (ims[-1].span_end - ims[-1].span_start if ims else 0)
-        try:
-            shape, dtypes = expected_shape(self.header, desc.field, rec.prompt_length, V, Vprev)
-        except KeyError:
-            shape, dtypes = None, set(DTYPE_TO_NP)
-        if shape is not None and tuple(desc.shape) != shape:
-            raise TraceFormatError(f"{loc}: shape {tuple(desc.shape)} does not match the catalog {shape}")
-        if desc.dtype not in dtypes:
-            raise TraceFormatError(f"{loc}: dtype {DTYPE_NAMES.get(desc.dtype)} not allowed for this field")
+        loc, npdt = check_chunk_descriptor(self.path, self.header, rec, desc)
         kind, _, start, length, pcrc = self._frame_header(off)
         if kind != KIND_CHNK or length != desc.stored_bytes:
             raise TraceFormatError(f"{loc}: expected a CHNK of {desc.stored_bytes} bytes at {off}, found {kind!r} of {length}")

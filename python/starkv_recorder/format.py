@@ -513,26 +513,7 @@ class TraceReader:
         raise KeyError(f"{self.path}: step {rec.step_index} has no chunk {field!r} layer {layer}")
 
     def _decode(self, rec: pb.StepRecord, desc: pb.ChunkDescriptor, coff: int) -> np.ndarray:
-        loc = f"{self.path}: step {rec.step_index} field {desc.field!r} layer {desc.layer}"
-        npdt = DTYPE_TO_NP.get(desc.dtype)
-        if npdt is None:
-            raise TraceFormatError(f"{loc}: unknown dtype {desc.dtype}")
-        n = 1
-        for s in desc.shape:
-            n *= int(s)
-        if n * npdt.itemsize != desc.raw_bytes:
-            raise TraceFormatError(f"{loc}: raw_bytes {desc.raw_bytes} != product(shape) * dtype size")
-        ims = list(rec.images)
-        V = sum(i.span_end - i.span_start for i in ims)
-        Vprev = V - (ims[-1].span_end - ims[-1].span_start if ims else 0)
-        try:
-            shape, dtypes = expected_shape(self.header, desc.field, rec.prompt_length, V, Vprev)
-        except KeyError:
-            shape, dtypes = None, set(DTYPE_TO_NP)
-        if shape is not None and tuple(desc.shape) != shape:
-            raise TraceFormatError(f"{loc}: shape {tuple(desc.shape)} does not match the catalog {shape}")
-        if desc.dtype not in dtypes:
-            raise TraceFormatError(f"{loc}: dtype {DTYPE_NAMES.get(desc.dtype)} not allowed for this field")
+        loc, npdt = check_chunk_descriptor(self.path, self.header, rec, desc)
         data = self._data[coff:coff + desc.stored_bytes]
         if desc.codec == pb.CODEC_ZSTD:
             size = zstandard.frame_content_size(data)
@@ -561,3 +542,30 @@ def iter_chunks(arrays: Mapping[tuple[str, int], np.ndarray]) -> Iterable[Chunk]
     order = {f: i for i, f in enumerate(FULL_FIELDS)}
     for (field, layer) in sorted(arrays, key=lambda k: (k[1], order.get(k[0], len(order)), k[0])):
         yield Chunk(field, layer, arrays[(field, layer)])
+
+
+def check_chunk_descriptor(path: str, header, rec, desc) -> tuple[str, np.dtype]:
+    """Checks a chunk descriptor against its dtype, its raw size and the field catalog's shape for
+    this step (schemas/FORMAT.md "Field catalog"); returns the location text used in errors and
+    the NumPy dtype of the stored values."""
+    loc = f"{path}: step {rec.step_index} field {desc.field!r} layer {desc.layer}"
+    npdt = DTYPE_TO_NP.get(desc.dtype)
+    if npdt is None:
+        raise TraceFormatError(f"{loc}: unknown dtype {desc.dtype}")
+    n = 1
+    for s in desc.shape:
+        n *= int(s)
+    if n * npdt.itemsize != desc.raw_bytes:
+        raise TraceFormatError(f"{loc}: raw_bytes {desc.raw_bytes} != product(shape) * dtype size")
+    ims = list(rec.images)
+    V = sum(i.span_end - i.span_start for i in ims)
+    Vprev = V - (ims[-1].span_end - ims[-1].span_start if ims else 0)
+    try:
+        shape, dtypes = expected_shape(header, desc.field, rec.prompt_length, V, Vprev)
+    except KeyError:
+        shape, dtypes = None, set(DTYPE_TO_NP)
+    if shape is not None and tuple(desc.shape) != shape:
+        raise TraceFormatError(f"{loc}: shape {tuple(desc.shape)} does not match the catalog {shape}")
+    if desc.dtype not in dtypes:
+        raise TraceFormatError(f"{loc}: dtype {DTYPE_NAMES.get(desc.dtype)} not allowed for this field")
+    return loc, npdt
