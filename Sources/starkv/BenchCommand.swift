@@ -24,6 +24,7 @@ struct BenchRead: ParsableCommand {
     @Flag(help: "Print JSON instead of text.") var json = false
 
     struct Result: Encodable {
+        var schemaVersion = 1
         var trace: String
         var fields: [String]
         var policy: String?

@@ -144,7 +144,9 @@ struct Dump: ParsableCommand {
     }
 }
 
+/// `starkv dump` output; `schemaVersion` 1 (README "Commands").
 struct DumpJSON: Encodable {
+    var schemaVersion = 1
     var field: String
     var layer: Int?
     var dtype: String
@@ -157,6 +159,8 @@ struct InspectJSON: Encodable {
         var step: Int, episode: String, reset: Bool, promptLength: Int, generatedTokens: Int, images: Int, visualTokens: Int
         var chunks: Int, fields: [String], rawBytes: UInt64, storedBytes: UInt64
     }
+    /// Version of this JSON's layout (not of the trace format, which is `formatVersion`).
+    var schemaVersion = 1
     var formatVersion: String
     var footerPresent: Bool
     var header: TraceHeader

@@ -67,6 +67,7 @@ enum CLI {
         let obj = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as! [String: Any]
         #expect((obj["steps"] as! [Any]).count == 6)
         #expect(obj["footerPresent"] as? Bool == true)
+        #expect(obj["schemaVersion"] as? Int == 1)
     }
 
     @Test func validateSaysOKAndExitsZeroOnTheSample() throws {
@@ -104,6 +105,7 @@ enum CLI {
         #expect(r.status == 0, "\(r.stderr)")
         let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
         let shape = obj["shape"] as! [Int]
+        #expect(obj["schemaVersion"] as? Int == 1)
         #expect(shape == [2 * 1196])
         #expect((obj["values"] as! [Double]).count == shape[0])
         let missing = try CLI.run(["dump", CLI.sample, "--step", "9", "--field", "hid_norm", "--layer", "2"])
