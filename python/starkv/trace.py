@@ -10,15 +10,14 @@ import struct
 from typing import BinaryIO, Iterator
 
 import numpy as np
-import zstandard
 
 from starkv_recorder._proto import trace_pb2 as pb
 from starkv_recorder.checksum import crc32c
 from starkv_recorder.errors import TraceChecksumError, TraceFormatError
 from starkv_recorder.format import (CHUNK_LIMIT_BYTES, FILE_HEADER_BYTES, FILE_MAGIC,
                                     FLAG_SKIPPABLE, FRAME_HEADER_BYTES, KIND_CHNK, KIND_FOOT, KIND_HEAD, KIND_STEP,
-                                    MESSAGE_LIMIT_BYTES, TRAILER_BYTES, TRAILER_MAGIC, VERSION_MAJOR, byte_unshuffle,
-                                    check_chunk_descriptor)
+                                    MESSAGE_LIMIT_BYTES, TRAILER_BYTES, TRAILER_MAGIC, VERSION_MAJOR, check_chunk_descriptor,
+                                    decode_chunk_payload)
 
 _FRAME = struct.Struct("<4sIQI")
 
@@ -209,23 +208,4 @@ class TraceFile:
         crc = crc32c(data)
         if crc != pcrc or crc != desc.crc32c:
             raise TraceChecksumError(f"{loc}: chunk CRC32C mismatch")
-        if desc.codec == pb.CODEC_ZSTD:
-            size = zstandard.frame_content_size(data)
-            if size != desc.raw_bytes:
-                raise TraceFormatError(f"{loc}: zstd content size {size} != raw_bytes {desc.raw_bytes}")
-            try:
-                data = zstandard.ZstdDecompressor().decompress(data, max_output_size=desc.raw_bytes)
-            except zstandard.ZstdError as e:
-                raise TraceChecksumError(f"{loc}: zstd frame is corrupt ({e})") from None
-        elif desc.codec != pb.CODEC_NONE:
-            raise TraceFormatError(f"{loc}: unknown codec {desc.codec}")
-        if len(data) != desc.raw_bytes:
-            raise TraceFormatError(f"{loc}: decoded {len(data)} bytes, expected {desc.raw_bytes}")
-        if desc.filter == pb.FILTER_BYTE_SHUFFLE:
-            data = byte_unshuffle(data, npdt.itemsize)
-        elif desc.filter != pb.FILTER_NONE:
-            raise TraceFormatError(f"{loc}: unknown filter {desc.filter}")
-        a = np.frombuffer(data, dtype=npdt).reshape([int(s) for s in desc.shape])
-        if desc.dtype == pb.DTYPE_BF16:
-            a = (a.astype(np.uint32) << 16).view(np.float32)
-        return a.copy()
+        return decode_chunk_payload(loc, desc, npdt, data)

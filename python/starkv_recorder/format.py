@@ -515,26 +515,7 @@ class TraceReader:
     def _decode(self, rec: pb.StepRecord, desc: pb.ChunkDescriptor, coff: int) -> np.ndarray:
         loc, npdt = check_chunk_descriptor(self.path, self.header, rec, desc)
         data = self._data[coff:coff + desc.stored_bytes]
-        if desc.codec == pb.CODEC_ZSTD:
-            size = zstandard.frame_content_size(data)
-            if size != desc.raw_bytes:
-                raise TraceFormatError(f"{loc}: zstd content size {size} != raw_bytes {desc.raw_bytes}")
-            try:
-                data = zstandard.ZstdDecompressor().decompress(data, max_output_size=desc.raw_bytes)
-            except zstandard.ZstdError as e:
-                raise TraceChecksumError(f"{loc}: zstd frame is corrupt ({e})") from None
-        elif desc.codec != pb.CODEC_NONE:
-            raise TraceFormatError(f"{loc}: unknown codec {desc.codec}")
-        if len(data) != desc.raw_bytes:
-            raise TraceFormatError(f"{loc}: decoded {len(data)} bytes, expected {desc.raw_bytes}")
-        if desc.filter == pb.FILTER_BYTE_SHUFFLE:
-            data = byte_unshuffle(data, npdt.itemsize)
-        elif desc.filter != pb.FILTER_NONE:
-            raise TraceFormatError(f"{loc}: unknown filter {desc.filter}")
-        a = np.frombuffer(data, dtype=npdt).reshape([int(s) for s in desc.shape])
-        if desc.dtype == pb.DTYPE_BF16:
-            a = (a.astype(np.uint32) << 16).view(np.float32)
-        return a.copy()
+        return decode_chunk_payload(loc, desc, npdt, data)
 
 
 def iter_chunks(arrays: Mapping[tuple[str, int], np.ndarray]) -> Iterable[Chunk]:
@@ -569,3 +550,29 @@ def check_chunk_descriptor(path: str, header, rec, desc) -> tuple[str, np.dtype]
     if desc.dtype not in dtypes:
         raise TraceFormatError(f"{loc}: dtype {DTYPE_NAMES.get(desc.dtype)} not allowed for this field")
     return loc, npdt
+
+
+def decode_chunk_payload(loc: str, desc, npdt: np.dtype, data: bytes) -> np.ndarray:
+    """Decodes a chunk's stored bytes (already CRC-checked) as its descriptor says: zstd frame of
+    exactly `raw_bytes`, byte un-shuffle, reshape; bf16 is widened to float32 (schemas/FORMAT.md
+    "Tensor chunks"). `loc` names the step, field and layer in errors."""
+    if desc.codec == pb.CODEC_ZSTD:
+        size = zstandard.frame_content_size(data)
+        if size != desc.raw_bytes:
+            raise TraceFormatError(f"{loc}: zstd content size {size} != raw_bytes {desc.raw_bytes}")
+        try:
+            data = zstandard.ZstdDecompressor().decompress(data, max_output_size=desc.raw_bytes)
+        except zstandard.ZstdError as e:
+            raise TraceChecksumError(f"{loc}: zstd frame is corrupt ({e})") from None
+    elif desc.codec != pb.CODEC_NONE:
+        raise TraceFormatError(f"{loc}: unknown codec {desc.codec}")
+    if len(data) != desc.raw_bytes:
+        raise TraceFormatError(f"{loc}: decoded {len(data)} bytes, expected {desc.raw_bytes}")
+    if desc.filter == pb.FILTER_BYTE_SHUFFLE:
+        data = byte_unshuffle(data, npdt.itemsize)
+    elif desc.filter != pb.FILTER_NONE:
+        raise TraceFormatError(f"{loc}: unknown filter {desc.filter}")
+    a = np.frombuffer(data, dtype=npdt).reshape([int(s) for s in desc.shape])
+    if desc.dtype == pb.DTYPE_BF16:
+        a = (a.astype(np.uint32) << 16).view(np.float32)
+    return a.copy()
