@@ -1,24 +1,11 @@
 import StarKVModel
 import StarKVReplay
+import StarKVReport
 
 /// `index.html` of a merged sweep: one table row per unit × policy × budget with the unit's
 /// settings, peaks, first OOM step and mean quality, linking to the unit's own report
 /// (`units/<id>/report.html`, drawn by `ReportRenderer`). Self-contained, no scripts.
 public enum SweepIndexHTML {
-    static func esc(_ s: String) -> String {
-        var o = ""
-        for c in s {
-            switch c {
-            case "&": o += "&amp;"
-            case "<": o += "&lt;"
-            case ">": o += "&gt;"
-            case "\"": o += "&quot;"
-            default: o.append(c)
-            }
-        }
-        return o
-    }
-
     public static func render(_ s: SweepResults) -> String {
         var h = """
             <!doctype html>
@@ -46,11 +33,11 @@ public enum SweepIndexHTML {
             for run in r.runs {
                 let sum = run.summary
                 let cls = sum.firstOOMStep == nil ? "" : " class=\"oom\""
-                h += "<tr\(cls)><td class=\"l\"><a href=\"units/\(esc(u.unit.id))/report.html\">\(esc(u.unit.id))</a></td>"
-                h += "<td class=\"l\">\(esc(u.unit.trace))</td><td class=\"l\">\(esc(r.settings.simulatedModel))</td>"
-                h += "<td class=\"l\">\(esc(r.settings.gpu))</td><td class=\"l\">\(esc(r.settings.attention))</td>"
-                h += "<td>\(r.settings.storedKVHeads)</td><td class=\"l\">\(esc(r.settings.loop))</td>"
-                h += "<td class=\"l\">\(esc(run.policy))</td><td>\(esc(run.budget))</td>"
+                h += "<tr\(cls)><td class=\"l\"><a href=\"units/\(HTML.escape(u.unit.id))/report.html\">\(HTML.escape(u.unit.id))</a></td>"
+                h += "<td class=\"l\">\(HTML.escape(u.unit.trace))</td><td class=\"l\">\(HTML.escape(r.settings.simulatedModel))</td>"
+                h += "<td class=\"l\">\(HTML.escape(r.settings.gpu))</td><td class=\"l\">\(HTML.escape(r.settings.attention))</td>"
+                h += "<td>\(r.settings.storedKVHeads)</td><td class=\"l\">\(HTML.escape(r.settings.loop))</td>"
+                h += "<td class=\"l\">\(HTML.escape(run.policy))</td><td>\(HTML.escape(run.budget))</td>"
                 h += "<td>\(UnitFormat.gb(sum.peakAllocatedBytes))</td><td>\(UnitFormat.gb(sum.peakReservedBytes))</td>"
                 h += "<td>\(sum.firstOOMStep.map(String.init) ?? "-")</td><td>\(UnitFormat.fixed(100 * sum.meanKeptFraction, 1))%</td>"
                 h += "<td>\(sum.meanDecodeMassRetained.map { UnitFormat.fixed($0, 4) } ?? "-")</td></tr>\n"

@@ -105,19 +105,7 @@ public struct GUIKVPolicy: KVPolicy {
             if alpha > 0, let cur = current, cur.length > 0 {
                 let norms = try fields.hiddenNorms(layer: layer)
                 let off = currentFrameNormOffset(step)
-                if input.numerics == .bf16Reference {
-                    let beta = spatialBoostBF16(norms: norms[off..<(off + cur.length)], alpha: alpha, temperature: temperature)
-                    for hh in 0..<h {
-                        for u in 0..<cur.length where cur.spanStart + u < past {
-                            heads[hh][cur.spanStart + u] = bf16Round(heads[hh][cur.spanStart + u] + beta[u])
-                        }
-                    }
-                } else {
-                    let beta = spatialBoost(norms: norms[off..<(off + cur.length)], alpha: alpha, temperature: temperature)
-                    for hh in 0..<h {
-                        for u in 0..<cur.length where cur.spanStart + u < past { heads[hh][cur.spanStart + u] += beta[u] }
-                    }
-                }
+                addSpatialBoost(to: &heads, norms: norms[off..<(off + cur.length)], current: cur, past: past, numerics: input.numerics)
             }
             if temporal, multiImage, zeroCount > 0 {
                 let resid = try fields.guikvResiduals(layer: layer)
@@ -149,6 +137,24 @@ public struct GUIKVPolicy: KVPolicy {
     /// (a budget with nothing to zero selects from one shared ordering). docs/policies.md "Sweeps".
     public var sharesScoresAcrossBudgets: Bool { true }
 
+    /// Adds the spatial boost of the current screenshot's tokens (docs/algorithms.md §2.3) to every
+    /// head's pooled scores at positions before `past`: in fp32, or in the reference's bf16 flow
+    /// (boost computed in bf16, each sum rounded once).
+    private func addSpatialBoost(
+        to heads: inout [[Float]], norms: ArraySlice<Float>, current cur: ImageEntry, past: Int, numerics: ReplayNumerics
+    ) {
+        let bf16 = numerics == .bf16Reference
+        let beta = bf16
+            ? spatialBoostBF16(norms: norms, alpha: alpha, temperature: temperature)
+            : spatialBoost(norms: norms, alpha: alpha, temperature: temperature)
+        for hh in heads.indices {
+            for u in 0..<cur.length where cur.spanStart + u < past {
+                let i = cur.spanStart + u
+                heads[hh][i] = bf16 ? bf16Round(heads[hh][i] + beta[u]) : heads[hh][i] + beta[u]
+            }
+        }
+    }
+
     public func compressMany(_ inputs: [PolicyStepInput], states: [PolicyState]) -> [Result<PolicyStepOutput, any Error>] {
         sharingScores(inputs, states: states, window: window, clamp: .reference) { fields, plans in
             let step = fields.step
@@ -170,19 +176,7 @@ public struct GUIKVPolicy: KVPolicy {
                 if alpha > 0, let cur = current, cur.length > 0 {
                     let norms = try fields.hiddenNorms(layer: layer)
                     let off = currentFrameNormOffset(step)
-                    if fields.numerics == .bf16Reference {
-                        let beta = spatialBoostBF16(norms: norms[off..<(off + cur.length)], alpha: alpha, temperature: temperature)
-                        for hh in 0..<h {
-                            for u in 0..<cur.length where cur.spanStart + u < past {
-                                heads[hh][cur.spanStart + u] = bf16Round(heads[hh][cur.spanStart + u] + beta[u])
-                            }
-                        }
-                    } else {
-                        let beta = spatialBoost(norms: norms[off..<(off + cur.length)], alpha: alpha, temperature: temperature)
-                        for hh in 0..<h {
-                            for u in 0..<cur.length where cur.spanStart + u < past { heads[hh][cur.spanStart + u] += beta[u] }
-                        }
-                    }
+                    addSpatialBoost(to: &heads, norms: norms[off..<(off + cur.length)], current: cur, past: past, numerics: fields.numerics)
                 }
                 let zeroing = temporal && multiImage
                 // The residual orderings (most redundant first), once for every budget.
