@@ -47,7 +47,7 @@ let package = Package(
             name: "StarKVSynth", dependencies: ["StarKVModel", "StarKVTrace"],
             swiftSettings: strictSettings),
         .target(
-            name: "StarKVPolicies", dependencies: ["StarKVModel", "StarKVTrace"],
+            name: "StarKVPolicies", dependencies: ["StarKVModel", "StarKVTrace", "CStarKVSupport"],
             swiftSettings: strictSettings),
         .target(
             name: "StarKVMemory", dependencies: ["StarKVModel"], swiftSettings: strictSettings),

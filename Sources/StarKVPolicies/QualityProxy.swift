@@ -1,3 +1,4 @@
+import CStarKVSupport
 import StarKVModel
 import StarKVTrace
 
@@ -107,13 +108,13 @@ public struct StepDecodeMass: Sendable {
                 // Checks the chunk (shape, dtype) and converts it one row at a time for the totals;
                 // the kept sums later read the stored values directly.
                 let rows = try fields.headRows(TraceField.decodeAttnSum, layer: layer, columns: l)
+                guard let chunk = step.chunk(TraceField.decodeAttnSum, layer: layer) else {
+                    throw PolicyError.missingChunk(policy: "quality-proxy", field: TraceField.decodeAttnSum, layer: layer, episode: step.episodeID, step: step.stepIndex)
+                }
                 let totals = rows.map { row -> Double in
                     var total = 0.0
                     for x in row { total += Double(x) }
                     return total
-                }
-                guard let chunk = step.chunk(TraceField.decodeAttnSum, layer: layer) else {
-                    throw PolicyError.missingChunk(policy: "quality-proxy", field: TraceField.decodeAttnSum, layer: layer, episode: step.episodeID, step: step.stepIndex)
                 }
                 return .success(Layer(tensor: chunk.tensor, totals: totals))
             } catch {
@@ -132,54 +133,71 @@ public struct StepDecodeMass: Sendable {
             }
             let data = try layers[sel.layer].get()
             let l = step.promptLength
+            let heads = data.totals.count
+            let rows = (0..<heads).map { sel.keptIndices(forQueryHead: $0, queryHeadsPerKVHead: g) }
+            let sums = OrderedKeptSums.sums(data.tensor, heads: Array(0..<heads), rows: rows, length: l)
             var kept = 0.0, total = 0.0
-            for h in data.totals.indices {
-                var k = 0.0
-                let row = sel.keptIndices(forQueryHead: h, queryHeadsPerKVHead: g)
-                // Read the stored values in place (the same Float values `Tensor.floats` gives).
-                switch data.tensor.dtype {
-                case .f32:
-                    data.tensor.bytes.withUnsafeBytes { raw in
-                        for idx in row {
-                            let j = Int(idx)
-                            if j >= 0 && j < l {
-                                k += Double(Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: (h * l + j) * 4, as: UInt32.self))))
-                            }
-                        }
-                    }
-                case .f16:
-                    data.tensor.bytes.withUnsafeBytes { raw in
-                        HalfPrecision.table.withUnsafeBufferPointer { table in
-                            for idx in row {
-                                let j = Int(idx)
-                                if j >= 0 && j < l {
-                                    let bits = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: (h * l + j) * 2, as: UInt16.self))
-                                    k += Double(table[Int(bits)])
-                                }
-                            }
-                        }
-                    }
-                case .bf16:
-                    data.tensor.bytes.withUnsafeBytes { raw in
-                        for idx in row {
-                            let j = Int(idx)
-                            if j >= 0 && j < l {
-                                let bits = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: (h * l + j) * 2, as: UInt16.self))
-                                k += Double(Float(bitPattern: UInt32(bits) << 16))
-                            }
-                        }
-                    }
-                default:
-                    let values = data.tensor.floats(from: h * l, count: l)
-                    for idx in row {
-                        let j = Int(idx)
-                        if j >= 0 && j < l { k += Double(values[j]) }
-                    }
-                }
-                kept += k
+            for h in 0..<heads {
+                kept += sums[h]
                 total += data.totals[h]
             }
             return total > 0 ? kept / total : nil
         }
+    }
+}
+
+/// The kept-mass sums of several rows, each in ascending kept order in fp64 (the definition of
+/// `StepDecodeMass.shares`), with four rows interleaved so that four independent addition chains
+/// are in flight instead of one (`starkv_kept_sums4`): every row's sum has the same bits as
+/// summing it alone. Positions outside [0, length) add nothing.
+enum OrderedKeptSums {
+    static func sums(_ tensor: Tensor, heads: [Int], rows: [[Int32]], length l: Int) -> [Double] {
+        var kind: Int32
+        switch tensor.dtype {
+        case .f16: kind = 2
+        case .bf16: kind = 3
+        case .f32: kind = 4
+        default: kind = 0
+        }
+        #if _endian(big)
+        kind = 0
+        #endif
+        var out = [Double](repeating: 0, count: heads.count)
+        var s = 0
+        if kind != 0 {
+            tensor.bytes.withUnsafeBufferPointer { data in
+                HalfPrecision.table.withUnsafeBufferPointer { table in
+                    while s + 4 <= heads.count {
+                        rows[s].withUnsafeBufferPointer { r0 in
+                            rows[s + 1].withUnsafeBufferPointer { r1 in
+                                rows[s + 2].withUnsafeBufferPointer { r2 in
+                                    rows[s + 3].withUnsafeBufferPointer { r3 in
+                                        let base: [Int64] = (0..<4).map { Int64(heads[s + $0] * l) }
+                                        let idx: [UnsafePointer<Int32>?] = [r0.baseAddress, r1.baseAddress, r2.baseAddress, r3.baseAddress]
+                                        let count: [Int64] = [Int64(r0.count), Int64(r1.count), Int64(r2.count), Int64(r3.count)]
+                                        var sums = [Double](repeating: 0, count: 4)
+                                        starkv_kept_sums4(data.baseAddress, kind, table.baseAddress, Int64(l), base, idx, count, &sums)
+                                        for r in 0..<4 { out[s + r] = sums[r] }
+                                    }
+                                }
+                            }
+                        }
+                        s += 4
+                    }
+                }
+            }
+        }
+        // The remaining rows (and other dtypes) one at a time, through `Tensor.floats`.
+        while s < heads.count {
+            let values = tensor.floats(from: heads[s] * l, count: l)
+            var k = 0.0
+            for idx in rows[s] {
+                let j = Int(idx)
+                if j >= 0 && j < l { k += Double(values[j]) }
+            }
+            out[s] = k
+            s += 1
+        }
+        return out
     }
 }

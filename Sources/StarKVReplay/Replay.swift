@@ -22,6 +22,8 @@ public struct ReplayRequest: Sendable {
     public var verdictGPUs: [Accelerator] = []
     /// Limits for reading the trace (the CLI's --max-chunk-mib).
     public var readLimits: TraceReadLimits = .default
+    /// Encoding of the per-pair kept-set digests (`--kept-digest`; docs/replay.md "Digest").
+    public var keptDigestVersion: KeptDigestVersion = .v2
 
     public init(
         tracePath: String, policies: [PolicySpec], budgets: [KVBudget], loop: CacheLoop, memory: MemorySimulationConfig,
@@ -71,6 +73,7 @@ public enum Replay {
         var replayer = PolicyReplayer(
             reader: reader, policies: request.policies, budgets: request.budgets, loop: request.loop, threads: request.threads)
         replayer.numerics = numerics
+        replayer.keptDigestVersion = request.keptDigestVersion
         let pairs = try replayer.run(dump: dumpFile.map { sink in { try sink.write($0) } }, progress: progress)
         try dumpFile?.close()
 
@@ -114,7 +117,8 @@ public enum Replay {
             simulatedModel: m.model.id, gpu: m.accelerator.id, gpuCapacityBytes: Double(m.accelerator.allocatorCapacityBytes),
             gpuName: m.accelerator.displayName,
             attention: m.llmAttention.rawValue, visionAttention: m.visionAttention.rawValue, storedKVHeads: m.storedKVHeads,
-            logits: m.logits.rawValue, allocator: m.allocator.rawValue, retainPreviousCache: m.retainPreviousCache)
+            logits: m.logits.rawValue, allocator: m.allocator.rawValue, retainPreviousCache: m.retainPreviousCache,
+            keptDigestVersion: request.keptDigestVersion.rawValue)
         var results = ReplayResults(
             schemaVersion: ReplayResults.currentSchemaVersion, generator: request.generator, trace: info, settings: settings,
             runs: runs, notes: notes, digest: "")

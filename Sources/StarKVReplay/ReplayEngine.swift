@@ -40,7 +40,8 @@ public struct PairReplay: Sendable {
     public var policy: PolicySpec
     public var budget: KVBudget
     public var steps: [ReplayedStep]
-    /// SHA-256 over every kept index set of the pair, in step/layer/head order.
+    /// SHA-256 over every kept index set of the pair, in step/layer/head order, in the
+    /// replayer's `keptDigestVersion` encoding.
     public var keptDigest: String
     /// Agreement with golden kept sets recorded in the trace for this policy and budget.
     public var golden: GoldenAgreement?
@@ -98,6 +99,8 @@ public struct PolicyReplayer {
     public var threads: Int
     /// Arithmetic the policies follow (docs/algorithms.md §1.5).
     public var numerics: ReplayNumerics = .fp32
+    /// The kept-set digest's encoding (docs/replay.md "Digest").
+    public var keptDigestVersion: KeptDigestVersion = .v2
 
     public init(reader: TraceReader, policies: [PolicySpec], budgets: [KVBudget], loop: CacheLoop, threads: Int) {
         self.reader = reader
@@ -114,7 +117,7 @@ public struct PolicyReplayer {
         var budget: KVBudget
         var state: PolicyState
         var residency = CacheResidency()
-        var digest = SHA256()
+        var digest: KeptSetDigest
         var steps: [ReplayedStep] = []
         var error: String?
         var dumpLines: [UInt8] = []
@@ -141,7 +144,8 @@ public struct PolicyReplayer {
             // The full cache ignores the budget: it runs once, as the 100% baseline.
             let pairBudgets = spec.name == FullCachePolicy.policyName ? [KVBudget.percent(100)] : budgets
             for budget in pairBudgets {
-                var pair = PairState(policy: policy, spec: spec, budget: budget, state: policy.initialState)
+                var pair = PairState(
+                    policy: policy, spec: spec, budget: budget, state: policy.initialState, digest: KeptSetDigest(version: keptDigestVersion))
                 let goldenField = GoldenAgreement.fieldName(policy: spec.name, budget: budget)
                 if spec.options.isEmpty, header.has(goldenField) { pair.golden = GoldenAgreement(field: goldenField) }
                 pairs.append(pair)
@@ -275,15 +279,7 @@ public struct PolicyReplayer {
             p.residency = p.residency.advanced(step: step, keptPerLayer: selections.map(\.keptIndices))
         }
         // Digest and dump.
-        p.digest.update(integer: UInt32(step.stepIndex))
-        for sel in selections {
-            p.digest.update(integer: UInt32(sel.layer))
-            p.digest.update(integer: UInt32(sel.keptIndices.count))
-            for row in sel.keptIndices {
-                p.digest.update(integer: UInt32(row.count))
-                p.digest.update(littleEndian: row)
-            }
-        }
+        p.digest.add(step: step.stepIndex, promptLength: step.promptLength, selections: selections)
         if let field = p.golden?.field {
             for sel in selections {
                 guard let chunk = step.chunk(field, layer: sel.layer), chunk.tensor.shape.count == 2 else { continue }

@@ -80,6 +80,9 @@ public struct ReplayResults: Sendable, Codable, Equatable {
         public var logits: String
         public var allocator: String
         public var retainPreviousCache: Bool
+        /// Encoding of the runs' `keptDigest` (`KeptDigestVersion`: 2 = bitmap rows, the
+        /// default since issue 15; 1 = Int32 positions). Absent in files written before it: 1.
+        public var keptDigestVersion: Int? = nil
     }
 
     /// One (policy, budget) pair.

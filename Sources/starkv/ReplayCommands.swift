@@ -54,6 +54,10 @@ struct ReplayCommand: ParsableCommand {
     @Option(help: "Report directory.") var out = "out/replay"
     @Option(help: "Write every kept index set as JSON lines to this file (docs/policies.md).") var dumpKept: String?
     @Option(help: "Fail unless the replay digest equals this value.") var expectDigest: String?
+    @Option(
+        name: .customLong("kept-digest"),
+        help: "Kept-set digest encoding: v2 (bitmap rows, default) or v1 (Int32 positions, the digests of StarKV before issue 15; docs/replay.md).")
+    var keptDigest = "v2"
     @Flag(help: "No progress bar.") var quiet = false
     @Option(help: "Policy arithmetic: fp32 or bf16-reference (default: the trace's numerics, fp32 when it records none; docs/policies.md \"Numerics\").")
     var numerics: String?
@@ -87,6 +91,10 @@ struct ReplayCommand: ParsableCommand {
             visionAttn: visionAttn, kvHeads: kvHeads, logits: logits, allocator: allocator, retainPrevious: !noRetainPrevious,
             threads: threads, dumpKept: dumpKept, generator: "starkv \(StarKV.version)")
         request.readLimits = reader.limits
+        guard let digestVersion = KeptDigestVersion(name: keptDigest) else {
+            throw ValidationError("--kept-digest must be v1 or v2, not '\(keptDigest)'")
+        }
+        request.keptDigestVersion = digestVersion
         if let numerics {
             guard let n = ReplayNumerics(rawValue: numerics) else {
                 throw ValidationError("--numerics must be one of \(ReplayNumerics.allCases.map(\.rawValue).joined(separator: ", "))")

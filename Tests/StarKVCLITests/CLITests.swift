@@ -136,6 +136,24 @@ enum CLI {
         #expect(wrong.status != 0 && wrong.stderr.contains("does not match"))
     }
 
+    /// The demo's digest before issue 15 (README) is still what `--kept-digest v1` gives, so the
+    /// faster replay keeps exactly the same kept sets and memory curves; the default v2 digest is
+    /// a different encoding of the same sets and is named in results.json.
+    @Test func keptDigestV1ReproducesTheDemoDigestOfEarlierVersions() throws {
+        let demo = ["replay", CLI.sample, "--policies", "all", "--budgets", "10,20,40,100", "--quiet", "--force"]
+        let v1 = try CLI.run(demo + ["--out", CLI.temp("digest-v1"), "--kept-digest", "v1"])
+        #expect(v1.status == 0, "\(v1.stderr)")
+        #expect(v1.stdout.contains("digest: b1dc57a2152c7075b7701f06d376af78d2c4c394c92624d1ea04249c6c3728a5"))
+        let out = CLI.temp("digest-v2")
+        let v2 = try CLI.run(demo + ["--out", out])
+        #expect(v2.status == 0, "\(v2.stderr)")
+        #expect(!v2.stdout.contains("b1dc57a2"))
+        let results = try String(contentsOfFile: out + "/results.json", encoding: .utf8)
+        #expect(results.contains("\"keptDigestVersion\" : 2"))
+        let bad = try CLI.run(demo + ["--out", CLI.temp("digest-v3"), "--kept-digest", "v3"])
+        #expect(bad.status == 64 && bad.stderr.contains("--kept-digest must be v1 or v2"))
+    }
+
     @Test func unknownPolicyAndBadBudgetAreRefused() throws {
         let a = try CLI.run(["replay", CLI.sample, "--policies", "magic", "--quiet", "--out", CLI.temp("x")])
         #expect(a.status != 0 && a.stderr.contains("unknown policy 'magic'"))

@@ -119,6 +119,8 @@ def _rows(results: Iterable[tuple[str | None, dict[str, Any]]]) -> tuple[list[di
                 "scoring_overhead": sm["scoringOverhead"],
                 "steps": len(run["steps"]),
                 "kept_digest": run["keptDigest"],
+                # Encoding of kept_digest (docs/replay.md "Digest"); files before it used v1.
+                "kept_digest_version": r["settings"].get("keptDigestVersion", 1),
                 "replay_digest": r["digest"],
             })
             for st in run["steps"]:

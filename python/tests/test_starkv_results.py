@@ -64,6 +64,7 @@ def test_replay_frames_match_results_json_and_carry_provenance(single_replay):
     assert (f.steps.trace_sha256 == sha).all() and (f.runs.trace_sha256 == sha).all()
     assert (f.runs.gpu == doc["settings"]["gpu"]).all()
     assert (f.runs.kv_heads == doc["settings"]["storedKVHeads"]).all()
+    assert (f.runs.kept_digest_version == doc["settings"]["keptDigestVersion"]).all()
     assert f.digest == doc["digest"]
 
 

@@ -1,0 +1,55 @@
+import Testing
+import StarKVTrace
+@testable import StarKVPolicies
+
+/// The decode proxy's kept sums (`OrderedKeptSums`, four rows interleaved in C) give the bits of
+/// the one-row-at-a-time ascending fp64 sum the proxy is defined by.
+@Suite struct QualitySumsTests {
+    /// A xorshift generator, so the cases are the same on every run.
+    struct Rand {
+        var s: UInt64
+        mutating func next() -> UInt64 { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return s }
+        mutating func unit() -> Float { Float(next() % 1_000_000) / 1_000_000 }
+    }
+
+    static func naive(_ values: [Float], head: Int, length l: Int, row: [Int32]) -> Double {
+        var k = 0.0
+        for idx in row where idx >= 0 && Int(idx) < l { k += Double(values[head * l + Int(idx)]) }
+        return k
+    }
+
+    @Test(arguments: [TensorDType.f32, .f16, .bf16])
+    func interleavedSumsEqualTheAscendingSumBitForBit(dtype: TensorDType) {
+        var r = Rand(s: 0x9E37_79B9_7F4A_7C15)
+        let heads = 7, l = 257
+        // Values spread over many magnitudes, so that the order of additions matters.
+        var values = (0..<(heads * l)).map { _ in r.unit() * Float(1 << (r.next() % 20)) / 1024 }
+        let tensor = Tensor(floats: values, shape: [heads, l], dtype: dtype)
+        values = tensor.floats()  // the stored (rounded) values
+        var rows: [[Int32]] = []
+        for h in 0..<heads {
+            // Rows of different lengths, some with positions outside [0, l), one empty.
+            var row: [Int32] = h == 4 ? [] : (0..<l).filter { _ in r.next() % 3 != 0 }.map { Int32($0) }
+            if h == 2 { row += [Int32(l), Int32(l + 5)] }
+            if h == 5 { row.insert(-1, at: 0) }
+            rows.append(row)
+        }
+        let sums = OrderedKeptSums.sums(tensor, heads: Array(0..<heads), rows: rows, length: l)
+        for h in 0..<heads {
+            let expected = Self.naive(values, head: h, length: l, row: rows[h])
+            #expect(sums[h].bitPattern == expected.bitPattern, "head \(h)")
+        }
+    }
+
+    @Test func theOrderOfAdditionsIsTheRowsOwn() {
+        // 1 + 2^-53 + 2^-53 rounds differently in another order: the sum must follow the row.
+        let l = 3
+        let values: [Float] = [1, Float(sign: .plus, exponent: -53, significand: 1), Float(sign: .plus, exponent: -53, significand: 1)]
+        let tensor = Tensor(floats: values + values + values + values, shape: [4, l], dtype: .f32)
+        let rows: [[Int32]] = [[0, 1, 2], [1, 2, 0], [0, 1, 2], [1, 2, 0]]
+        let sums = OrderedKeptSums.sums(tensor, heads: [0, 1, 2, 3], rows: rows, length: l)
+        #expect(sums[0] == 1.0)  // 1 + 2^-53 rounds back to 1, twice
+        #expect(sums[1] == 1.0 + Double(sign: .plus, exponent: -52, significand: 1))  // 2^-52 first, then 1
+        #expect(sums[2] == sums[0] && sums[3] == sums[1])
+    }
+}
