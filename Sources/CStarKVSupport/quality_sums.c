@@ -69,20 +69,18 @@ int starkv_bitmap_from_sorted(const int32_t *idx, int64_t n, int64_t length, uin
     int64_t word_count = (length + 63) / 64;
     if (word_count <= 0) return n == 0;
     memset(words, 0, (size_t)word_count * sizeof(uint64_t));
-    // Bits gather in a register while positions stay in one word: one store per word.
+    // Bits gather in a register while positions stay in one word; the register is stored every
+    // time (no load, so no chain through memory) and starts again from zero in a new word.
     int64_t prev = -1, word = 0;
     uint64_t bits = 0;
     for (int64_t t = 0; t < n; t++) {
         int64_t j = idx[t];
         if (j <= prev || j >= length) return 0;
-        if ((j >> 6) != word) {
-            words[word] = bits;
-            word = j >> 6;
-            bits = 0;
-        }
-        bits |= (uint64_t)1 << (j & 63);
+        int64_t w = j >> 6;
+        bits = (w == word ? bits : 0) | ((uint64_t)1 << (j & 63));
+        words[w] = bits;
+        word = w;
         prev = j;
     }
-    words[word] = bits;
     return 1;
 }
