@@ -20,18 +20,22 @@ public struct Provenance: Sendable, Codable, Equatable {
         self.sweepFingerprint = sweepFingerprint
     }
 
-    /// SHA-256 of a file, read in 4 MiB blocks (memory does not grow with the file).
+    /// SHA-256 of a file, read in 4 MiB blocks into one reused buffer (memory does not grow with
+    /// the file, and no fresh pages are touched per block).
     public static func sha256(ofFile path: String) throws -> String {
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw ReplayError.io("cannot open \(path) to hash it") }
-        defer { try? handle.close() }
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw ReplayError.io("cannot open \(path) to hash it: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
         var h = SHA256()
+        var buffer = [UInt8](repeating: 0, count: 4 << 20)
         while true {
-            let block: Data
-            do { block = try handle.read(upToCount: 4 << 20) ?? Data() } catch {
-                throw ReplayError.io("cannot read \(path) while hashing it: \(error)")
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ReplayError.io("cannot read \(path) while hashing it: \(String(cString: strerror(errno)))")
             }
-            if block.isEmpty { break }
-            block.withUnsafeBytes { h.update(raw: $0) }
+            if n == 0 { break }
+            buffer.withUnsafeBytes { h.update(raw: UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }
         return h.finalize()
     }
