@@ -1,6 +1,6 @@
-// Kept-mass sums of the decode quality proxy (starkv_quality.h): four rows interleaved, each row
-// summed in its own index order with one fp64 accumulator. A position outside [0, length) adds
-// -0.0, the exact identity of IEEE addition, so the result equals skipping it.
+// Kept-mass sums of the decode quality proxy and the kept-set bitmap of the digest
+// (starkv_quality.h). Each head's sum is one fp64 accumulator fed in the row's order, so the bits
+// equal a plain loop; heads are interleaved only to keep several independent chains in flight.
 #include "include/starkv_quality.h"
 #include <string.h>
 
@@ -27,60 +27,133 @@ static inline float load_value(const uint8_t *data, int kind, const float *half_
     }
 }
 
-static inline double term(const uint8_t *data, int kind, const float *half_table, int64_t length, int64_t base, int32_t j) {
-    if (j < 0 || (int64_t)j >= length) return -0.0;
-    return (double)load_value(data, kind, half_table, base + j);
+// Whether idx[0 ..< n] is strictly ascending inside [0, length) (branch-free, so it vectorises).
+static int ascending_inside(const int32_t *idx, int64_t n, int64_t length) {
+    if (n == 0) return 1;
+    if (idx[0] < 0 || (int64_t)idx[n - 1] >= length) return 0;
+    int bad = 0;
+    for (int64_t t = 0; t + 1 < n; t++) bad |= idx[t] >= idx[t + 1];
+    return !bad;
 }
 
-#define KEPT_SUMS4(KIND)                                                                                   \
-    do {                                                                                                   \
-        for (int64_t t = 0; t < common; t++) {                                                             \
-            a0 += term(data, KIND, half_table, length, base[0], i0[t]);                                    \
-            a1 += term(data, KIND, half_table, length, base[1], i1[t]);                                    \
-            a2 += term(data, KIND, half_table, length, base[2], i2[t]);                                    \
-            a3 += term(data, KIND, half_table, length, base[3], i3[t]);                                    \
-        }                                                                                                  \
-        for (int64_t t = common; t < count[0]; t++) a0 += term(data, KIND, half_table, length, base[0], i0[t]); \
-        for (int64_t t = common; t < count[1]; t++) a1 += term(data, KIND, half_table, length, base[1], i1[t]); \
-        for (int64_t t = common; t < count[2]; t++) a2 += term(data, KIND, half_table, length, base[2], i2[t]); \
-        for (int64_t t = common; t < count[3]; t++) a3 += term(data, KIND, half_table, length, base[3], i3[t]); \
+// Whether idx[0 ..< n] is exactly 0, 1, …, length − 1.
+static int is_identity(const int32_t *idx, int64_t n, int64_t length) {
+    if (n != length) return 0;
+    int bad = 0;
+    for (int64_t t = 0; t < n; t++) bad |= idx[t] != (int32_t)t;
+    return !bad;
+}
+
+// One head, positions checked one by one (a row that is not ascending inside the prompt).
+static double checked_sum(const uint8_t *data, int kind, const float *half_table, int64_t length, int64_t base,
+                          const int32_t *idx, int64_t n) {
+    double a = 0.0;
+    for (int64_t t = 0; t < n; t++) {
+        int64_t j = idx[t];
+        if (j >= 0 && j < length) a += (double)load_value(data, kind, half_table, base + j);
+    }
+    return a;
+}
+
+#define GROUP 8
+
+// GROUP heads whose rows are valid: the common prefix interleaved, then each tail alone.
+#define UNCHECKED_GROUP(KIND)                                                                                  \
+    do {                                                                                                       \
+        double a[GROUP] = {0};                                                                                 \
+        for (int64_t t = 0; t < common; t++) {                                                                 \
+            for (int g = 0; g < GROUP; g++) a[g] += (double)load_value(data, KIND, half_table, b[g] + pp[g][t]); \
+        }                                                                                                      \
+        for (int g = 0; g < GROUP; g++) {                                                                      \
+            for (int64_t t = common; t < c[g]; t++) a[g] += (double)load_value(data, KIND, half_table, b[g] + pp[g][t]); \
+            out[hs[g]] = a[g];                                                                                 \
+        }                                                                                                      \
     } while (0)
 
-void starkv_kept_sums4(const uint8_t *data, int kind, const float *half_table, int64_t length,
-                       const int64_t base[4], const int32_t *const idx[4], const int64_t count[4],
-                       double out[4]) {
-    const int32_t *i0 = idx[0], *i1 = idx[1], *i2 = idx[2], *i3 = idx[3];
-    int64_t common = count[0];
-    for (int r = 1; r < 4; r++) if (count[r] < common) common = count[r];
-    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
-    // One loop per kind, so that the load is resolved at compile time.
-    switch (kind) {
-    case 2: KEPT_SUMS4(2); break;
-    case 3: KEPT_SUMS4(3); break;
-    default: KEPT_SUMS4(4); break;
+// One head whose row is valid.
+static double unchecked_sum(const uint8_t *data, int kind, const float *half_table, int64_t base, const int32_t *idx, int64_t n) {
+    double a = 0.0;
+    for (int64_t t = 0; t < n; t++) a += (double)load_value(data, kind, half_table, base + idx[t]);
+    return a;
+}
+
+void starkv_kept_sums(const uint8_t *data, int kind, const float *half_table, int64_t length, int64_t heads,
+                      const int64_t *head_row, const int32_t *flat, const int64_t *row_start, const int64_t *row_count,
+                      int64_t rows, const double *full_total, double *out) {
+    // Row states, classified once per row: 0 = check every position, 1 = ascending inside
+    // [0, length), 2 = every position in order. More rows than this bound (never: a layer has at
+    // most one row per head) are classified per head instead.
+    enum { MAX_ROWS = 1024 };
+    unsigned char state[MAX_ROWS];
+    int per_row = rows <= MAX_ROWS;
+    if (per_row)
+        for (int64_t r = 0; r < rows; r++) {
+            const int32_t *p = flat + row_start[r];
+            state[r] = is_identity(p, row_count[r], length) ? 2 : (ascending_inside(p, row_count[r], length) ? 1 : 0);
+        }
+    int64_t hs[GROUP];
+    int filled = 0;
+    for (int64_t h = 0; h < heads; h++) {
+        int64_t r = head_row[h];
+        const int32_t *p = flat + row_start[r];
+        int st = per_row ? state[r] : (ascending_inside(p, row_count[r], length) ? 1 : 0);
+        if (st == 2) {
+            out[h] = full_total[h];
+        } else if (st == 0) {
+            out[h] = checked_sum(data, kind, half_table, length, h * length, p, row_count[r]);
+        } else {
+            hs[filled++] = h;
+            if (filled == GROUP) {
+                int64_t b[GROUP], c[GROUP];
+                const int32_t *pp[GROUP];
+                int64_t common = INT64_MAX;
+                for (int g = 0; g < GROUP; g++) {
+                    int64_t rg = head_row[hs[g]];
+                    b[g] = hs[g] * length;
+                    pp[g] = flat + row_start[rg];
+                    c[g] = row_count[rg];
+                    if (c[g] < common) common = c[g];
+                }
+                switch (kind) {
+                case 2: UNCHECKED_GROUP(2); break;
+                case 3: UNCHECKED_GROUP(3); break;
+                default: UNCHECKED_GROUP(4); break;
+                }
+                filled = 0;
+            }
+        }
     }
-    out[0] = a0;
-    out[1] = a1;
-    out[2] = a2;
-    out[3] = a3;
+    for (int g = 0; g < filled; g++) {
+        int64_t r = head_row[hs[g]];
+        out[hs[g]] = unchecked_sum(data, kind, half_table, hs[g] * length, flat + row_start[r], row_count[r]);
+    }
 }
 
 int starkv_bitmap_from_sorted(const int32_t *idx, int64_t n, int64_t length, uint64_t *words) {
     int64_t word_count = (length + 63) / 64;
     if (word_count <= 0) return n == 0;
+    if (!ascending_inside(idx, n, length)) return 0;
     memset(words, 0, (size_t)word_count * sizeof(uint64_t));
-    // Bits gather in a register while positions stay in one word; the register is stored every
-    // time (no load, so no chain through memory) and starts again from zero in a new word.
-    int64_t prev = -1, word = 0;
+    // Runs of 64 consecutive positions set 64 bits at once (dense rows); otherwise bits gather in
+    // a register that is stored every time (no load, so no chain through memory) and starts from
+    // zero in a new word. The row is known to be strictly ascending inside [0, length).
+    int64_t word = -1;
     uint64_t bits = 0;
-    for (int64_t t = 0; t < n; t++) {
-        int64_t j = idx[t];
-        if (j <= prev || j >= length) return 0;
-        int64_t w = j >> 6;
-        bits = (w == word ? bits : 0) | ((uint64_t)1 << (j & 63));
+    int64_t t = 0;
+    while (t < n) {
+        if (t + 64 <= n && idx[t + 63] - idx[t] == 63) {
+            int64_t j = idx[t], w = j >> 6, s = j & 63;
+            words[w] |= s == 0 ? ~(uint64_t)0 : ~(uint64_t)0 << s;
+            if (s != 0) words[w + 1] |= ~(uint64_t)0 >> (64 - s);
+            t += 64;
+            word = -1;  // the register no longer mirrors a word
+            continue;
+        }
+        int64_t j = idx[t], w = j >> 6;
+        if (w != word) { bits = words[w]; word = w; }
+        bits |= (uint64_t)1 << (j & 63);
         words[w] = bits;
-        word = w;
-        prev = j;
+        t++;
     }
     return 1;
 }

@@ -134,8 +134,7 @@ public struct StepDecodeMass: Sendable {
             let data = try layers[sel.layer].get()
             let l = step.promptLength
             let heads = data.totals.count
-            let rows = (0..<heads).map { sel.keptIndices(forQueryHead: $0, queryHeadsPerKVHead: g) }
-            let sums = OrderedKeptSums.sums(data.tensor, heads: Array(0..<heads), rows: rows, length: l)
+            let sums = OrderedKeptSums.sums(data.tensor, selection: sel, queryHeadsPerKVHead: g, length: l, totals: data.totals)
             var kept = 0.0, total = 0.0
             for h in 0..<heads {
                 kept += sums[h]
@@ -146,12 +145,15 @@ public struct StepDecodeMass: Sendable {
     }
 }
 
-/// The kept-mass sums of several rows, each in ascending kept order in fp64 (the definition of
-/// `StepDecodeMass.shares`), with four rows interleaved so that four independent addition chains
-/// are in flight instead of one (`starkv_kept_sums4`): every row's sum has the same bits as
-/// summing it alone. Positions outside [0, length) add nothing.
+/// The decode proxy's kept-mass sums of one layer, per query head: the fp64 sum of the head's
+/// `decode_attn_sum` row over the positions of the kept row it reads, in that row's order with
+/// one accumulator (the definition of `StepDecodeMass.shares`). `starkv_kept_sums` gives those
+/// bits faster: eight heads' chains interleaved, no per-position checks for rows that are
+/// ascending inside the prompt, and a row that keeps every position takes the head's total
+/// (the same ascending sum). Positions outside [0, length) add nothing.
 enum OrderedKeptSums {
-    static func sums(_ tensor: Tensor, heads: [Int], rows: [[Int32]], length l: Int) -> [Double] {
+    static func sums(_ tensor: Tensor, selection: LayerSelection, queryHeadsPerKVHead g: Int, length l: Int, totals: [Double]) -> [Double] {
+        let heads = totals.count
         var kind: Int32
         switch tensor.dtype {
         case .f16: kind = 2
@@ -162,41 +164,41 @@ enum OrderedKeptSums {
         #if _endian(big)
         kind = 0
         #endif
-        var out = [Double](repeating: 0, count: heads.count)
-        var s = 0
-        if kind != 0 {
-            tensor.bytes.withUnsafeBufferPointer { data in
-                HalfPrecision.table.withUnsafeBufferPointer { table in
-                    while s + 4 <= heads.count {
-                        rows[s].withUnsafeBufferPointer { r0 in
-                            rows[s + 1].withUnsafeBufferPointer { r1 in
-                                rows[s + 2].withUnsafeBufferPointer { r2 in
-                                    rows[s + 3].withUnsafeBufferPointer { r3 in
-                                        let base: [Int64] = (0..<4).map { Int64(heads[s + $0] * l) }
-                                        let idx: [UnsafePointer<Int32>?] = [r0.baseAddress, r1.baseAddress, r2.baseAddress, r3.baseAddress]
-                                        let count: [Int64] = [Int64(r0.count), Int64(r1.count), Int64(r2.count), Int64(r3.count)]
-                                        var sums = [Double](repeating: 0, count: 4)
-                                        starkv_kept_sums4(data.baseAddress, kind, table.baseAddress, Int64(l), base, idx, count, &sums)
-                                        for r in 0..<4 { out[s + r] = sums[r] }
-                                    }
-                                }
-                            }
-                        }
-                        s += 4
-                    }
+        let rows = selection.keptIndices
+        guard kind != 0, !rows.isEmpty, tensor.bytes.count >= heads * l * (kind == 4 ? 4 : 2) else {
+            return (0..<heads).map { h in
+                let values = tensor.floats(from: h * l, count: l)
+                var k = 0.0
+                for idx in selection.keptIndices(forQueryHead: h, queryHeadsPerKVHead: g) {
+                    let j = Int(idx)
+                    if j >= 0 && j < l { k += Double(values[j]) }
                 }
+                return k
             }
         }
-        // The remaining rows (and other dtypes) one at a time, through `Tensor.floats`.
-        while s < heads.count {
-            let values = tensor.floats(from: heads[s] * l, count: l)
-            var k = 0.0
-            for idx in rows[s] {
-                let j = Int(idx)
-                if j >= 0 && j < l { k += Double(values[j]) }
+        let headRow: [Int64] = (0..<heads).map { h in
+            switch selection.granularity {
+            case .shared: return 0
+            case .queryHead: return Int64(min(h, rows.count - 1))
+            case .kvHead: return Int64(min(h / max(1, g), rows.count - 1))
             }
-            out[s] = k
-            s += 1
+        }
+        var rowStart: [Int64] = []
+        var rowCount: [Int64] = []
+        var flat: [Int32] = []
+        flat.reserveCapacity(rows.reduce(0) { $0 + $1.count })
+        for row in rows {
+            rowStart.append(Int64(flat.count))
+            rowCount.append(Int64(row.count))
+            flat.append(contentsOf: row)
+        }
+        var out = [Double](repeating: 0, count: heads)
+        tensor.bytes.withUnsafeBufferPointer { data in
+            HalfPrecision.table.withUnsafeBufferPointer { table in
+                starkv_kept_sums(
+                    data.baseAddress, kind, table.baseAddress, Int64(l), Int64(heads), headRow, flat, rowStart, rowCount,
+                    Int64(rows.count), totals, &out)
+            }
         }
         return out
     }

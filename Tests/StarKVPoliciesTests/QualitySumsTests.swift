@@ -21,7 +21,7 @@ import StarKVTrace
     @Test(arguments: [TensorDType.f32, .f16, .bf16])
     func interleavedSumsEqualTheAscendingSumBitForBit(dtype: TensorDType) {
         var r = Rand(s: 0x9E37_79B9_7F4A_7C15)
-        let heads = 7, l = 257
+        let heads = 19, l = 257
         // Values spread over many magnitudes, so that the order of additions matters.
         var values = (0..<(heads * l)).map { _ in r.unit() * Float(1 << (r.next() % 20)) / 1024 }
         let tensor = Tensor(floats: values, shape: [heads, l], dtype: dtype)
@@ -32,9 +32,14 @@ import StarKVTrace
             var row: [Int32] = h == 4 ? [] : (0..<l).filter { _ in r.next() % 3 != 0 }.map { Int32($0) }
             if h == 2 { row += [Int32(l), Int32(l + 5)] }
             if h == 5 { row.insert(-1, at: 0) }
+            if h == 6 { row = (0..<l).map { Int32($0) } }  // every position: the head's total
+            if h == 7 { row = [5, 3, 3, 200, 1] }  // not ascending: summed in its own order
+            if h == 8 { row = (0..<(l - 1)).map { Int32($0) } + [Int32(l - 1), Int32(l - 1)] }  // l entries, one repeated
             rows.append(row)
         }
-        let sums = OrderedKeptSums.sums(tensor, heads: Array(0..<heads), rows: rows, length: l)
+        let totals = (0..<heads).map { h in (0..<l).reduce(0.0) { $0 + Double(values[h * l + $1]) } }
+        let sel = LayerSelection(layer: 0, granularity: .queryHead, keptIndices: rows, capacityTokens: l, windowTokens: 0, compressed: true)
+        let sums = OrderedKeptSums.sums(tensor, selection: sel, queryHeadsPerKVHead: 1, length: l, totals: totals)
         for h in 0..<heads {
             let expected = Self.naive(values, head: h, length: l, row: rows[h])
             #expect(sums[h].bitPattern == expected.bitPattern, "head \(h)")
@@ -46,10 +51,28 @@ import StarKVTrace
         let l = 3
         let values: [Float] = [1, Float(sign: .plus, exponent: -53, significand: 1), Float(sign: .plus, exponent: -53, significand: 1)]
         let tensor = Tensor(floats: values + values + values + values, shape: [4, l], dtype: .f32)
-        let rows: [[Int32]] = [[0, 1, 2], [1, 2, 0], [0, 1, 2], [1, 2, 0]]
-        let sums = OrderedKeptSums.sums(tensor, heads: [0, 1, 2, 3], rows: rows, length: l)
+        let rows: [[Int32]] = [[0, 1, 2], [1, 2, 0], [0, 1], [1, 2, 0]]
+        let sel = LayerSelection(layer: 0, granularity: .queryHead, keptIndices: rows, capacityTokens: l, windowTokens: 0, compressed: true)
+        let sums = OrderedKeptSums.sums(tensor, selection: sel, queryHeadsPerKVHead: 1, length: l, totals: [1, 1, 1, 1])
         #expect(sums[0] == 1.0)  // 1 + 2^-53 rounds back to 1, twice
         #expect(sums[1] == 1.0 + Double(sign: .plus, exponent: -52, significand: 1))  // 2^-52 first, then 1
-        #expect(sums[2] == sums[0] && sums[3] == sums[1])
+        #expect(sums[2] == 1.0 && sums[3] == sums[1])
+    }
+
+    @Test func sharedAndKVHeadRowsAreReadByEveryHeadOfTheirGroup() {
+        var r = Rand(s: 42)
+        let heads = 12, l = 100, g = 3
+        let values = (0..<(heads * l)).map { _ in r.unit() }
+        let tensor = Tensor(floats: values, shape: [heads, l], dtype: .f32)
+        let totals = (0..<heads).map { h in (0..<l).reduce(0.0) { $0 + Double(values[h * l + $1]) } }
+        let rows: [[Int32]] = (0..<(heads / g)).map { k in (0..<l).filter { ($0 + k) % 3 == 0 }.map { Int32($0) } }
+        for (granularity, kept) in [(HeadGranularity.kvHead, rows), (.shared, [rows[1]])] {
+            let sel = LayerSelection(layer: 0, granularity: granularity, keptIndices: kept, capacityTokens: l, windowTokens: 0, compressed: true)
+            let sums = OrderedKeptSums.sums(tensor, selection: sel, queryHeadsPerKVHead: g, length: l, totals: totals)
+            for h in 0..<heads {
+                let row = sel.keptIndices(forQueryHead: h, queryHeadsPerKVHead: g)
+                #expect(sums[h].bitPattern == Self.naive(values, head: h, length: l, row: row).bitPattern, "\(granularity) head \(h)")
+            }
+        }
     }
 }

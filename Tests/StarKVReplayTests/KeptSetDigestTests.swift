@@ -48,6 +48,22 @@ import Testing
         #expect(d.finalize() == h.finalize())
     }
 
+    @Test(arguments: [0, 3, 63, 64, 70])
+    func v2BitmapOfLongRunsEqualsThePositionByPositionBitmap(start: Int) {
+        // Runs of 64 and more consecutive positions take the word-at-a-time path.
+        let l = 400
+        let row = (start..<(start + 150)).map { Int32($0) } + [Int32(start + 152), 399]
+        var d = KeptSetDigest(version: .v2)
+        d.add(step: 0, promptLength: l, selections: [Self.selection(layer: 0, rows: [row])])
+        var bitmap = [UInt8](repeating: 0, count: 50)
+        for j in row { bitmap[Int(j) / 8] |= UInt8(1) << UInt8(Int(j) % 8) }
+        var expected = Array("starkv-kept-v2".utf8) + Self.u32(0) + Self.u32(l) + Self.u32(0) + Self.u32(1)
+        expected += Self.u32(row.count) + [0] + bitmap
+        var h = SHA256()
+        h.update(expected)
+        #expect(d.finalize() == h.finalize())
+    }
+
     @Test(arguments: [[Int32]([3, 1]), [2, 2], [-1, 4], [4, 10]])
     func v2FallsBackToPositionsForRowsThatAreNotAscendingInsideThePrompt(row: [Int32]) {
         var d = KeptSetDigest(version: .v2)
