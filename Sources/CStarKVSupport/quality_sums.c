@@ -78,8 +78,8 @@ static double unchecked_sum(const uint8_t *data, int kind, const float *half_tab
 }
 
 void starkv_kept_sums(const uint8_t *data, int kind, const float *half_table, int64_t length, int64_t heads,
-                      const int64_t *head_row, const int32_t *flat, const int64_t *row_start, const int64_t *row_count,
-                      int64_t rows, const double *full_total, double *out) {
+                      const int64_t *head_row, const int32_t *const *row_ptr, const int64_t *row_count, int64_t rows,
+                      const double *full_total, double *out) {
     // Row states, classified once per row: 0 = check every position, 1 = ascending inside
     // [0, length), 2 = every position in order. More rows than this bound (never: a layer has at
     // most one row per head) are classified per head instead.
@@ -88,14 +88,14 @@ void starkv_kept_sums(const uint8_t *data, int kind, const float *half_table, in
     int per_row = rows <= MAX_ROWS;
     if (per_row)
         for (int64_t r = 0; r < rows; r++) {
-            const int32_t *p = flat + row_start[r];
+            const int32_t *p = row_ptr[r];
             state[r] = is_identity(p, row_count[r], length) ? 2 : (ascending_inside(p, row_count[r], length) ? 1 : 0);
         }
     int64_t hs[GROUP];
     int filled = 0;
     for (int64_t h = 0; h < heads; h++) {
         int64_t r = head_row[h];
-        const int32_t *p = flat + row_start[r];
+        const int32_t *p = row_ptr[r];
         int st = per_row ? state[r] : (ascending_inside(p, row_count[r], length) ? 1 : 0);
         if (st == 2) {
             out[h] = full_total[h];
@@ -110,7 +110,7 @@ void starkv_kept_sums(const uint8_t *data, int kind, const float *half_table, in
                 for (int g = 0; g < GROUP; g++) {
                     int64_t rg = head_row[hs[g]];
                     b[g] = hs[g] * length;
-                    pp[g] = flat + row_start[rg];
+                    pp[g] = row_ptr[rg];
                     c[g] = row_count[rg];
                     if (c[g] < common) common = c[g];
                 }
@@ -125,7 +125,7 @@ void starkv_kept_sums(const uint8_t *data, int kind, const float *half_table, in
     }
     for (int g = 0; g < filled; g++) {
         int64_t r = head_row[hs[g]];
-        out[hs[g]] = unchecked_sum(data, kind, half_table, hs[g] * length, flat + row_start[r], row_count[r]);
+        out[hs[g]] = unchecked_sum(data, kind, half_table, hs[g] * length, row_ptr[r], row_count[r]);
     }
 }
 

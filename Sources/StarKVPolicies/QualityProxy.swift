@@ -183,23 +183,32 @@ enum OrderedKeptSums {
             case .kvHead: return Int64(min(h / max(1, g), rows.count - 1))
             }
         }
-        var rowStart: [Int64] = []
-        var rowCount: [Int64] = []
-        var flat: [Int32] = []
-        flat.reserveCapacity(rows.reduce(0) { $0 + $1.count })
-        for row in rows {
-            rowStart.append(Int64(flat.count))
-            rowCount.append(Int64(row.count))
-            flat.append(contentsOf: row)
-        }
+        let rowCount = rows.map { Int64($0.count) }
         var out = [Double](repeating: 0, count: heads)
-        tensor.bytes.withUnsafeBufferPointer { data in
-            HalfPrecision.table.withUnsafeBufferPointer { table in
-                starkv_kept_sums(
-                    data.baseAddress, kind, table.baseAddress, Int64(l), Int64(heads), headRow, flat, rowStart, rowCount,
-                    Int64(rows.count), totals, &out)
+        withRowPointers(rows) { rowPointers in
+            tensor.bytes.withUnsafeBufferPointer { data in
+                HalfPrecision.table.withUnsafeBufferPointer { table in
+                    starkv_kept_sums(
+                        data.baseAddress, kind, table.baseAddress, Int64(l), Int64(heads), headRow, rowPointers, rowCount,
+                        Int64(rows.count), totals, &out)
+                }
             }
         }
         return out
+    }
+
+    /// Calls `body` with the base address of every row, each row's storage pinned for the call
+    /// (nested `withUnsafeBufferPointer`s, one per row: no copy of the positions).
+    private static func withRowPointers<R>(_ rows: [[Int32]], _ body: ([UnsafePointer<Int32>?]) -> R) -> R {
+        var pointers: [UnsafePointer<Int32>?] = []
+        pointers.reserveCapacity(rows.count)
+        func nest(_ i: Int) -> R {
+            if i == rows.count { return body(pointers) }
+            return rows[i].withUnsafeBufferPointer { buffer in
+                pointers.append(buffer.baseAddress)
+                return nest(i + 1)
+            }
+        }
+        return nest(0)
     }
 }

@@ -5,16 +5,16 @@
 
 /// Kept-mass sums of the decode quality proxy (docs/algorithms.md §10.1; quality_sums.c) over a
 /// little-endian [H, L] float tensor `data` (kind: 2 = binary16 read through `half_table`, 65,536
-/// floats; 3 = bfloat16; 4 = binary32). Head h reads row `head_row[h]` of the kept rows, which lie
-/// one after another in `flat` (row r: `row_count[r]` positions from `flat + row_start[r]`). out[h]
+/// floats; 3 = bfloat16; 4 = binary32). Head h reads row `head_row[h]` of the kept rows (row r:
+/// `row_count[r]` positions from `row_ptr[r]`). out[h]
 /// is the fp64 sum of data[h, j] over the row's positions j in their listed order with one
 /// accumulator — the bits of a plain loop — skipping positions outside [0, length). Rows that are
 /// strictly ascending inside [0, length) (as every policy returns them) run without per-position
 /// checks, eight heads interleaved; a row equal to 0, 1, …, length−1 takes `full_total[h]` (the
 /// same ascending sum of the whole row, computed by the caller).
 void starkv_kept_sums(const uint8_t *data, int kind, const float *half_table, int64_t length, int64_t heads,
-                      const int64_t *head_row, const int32_t *flat, const int64_t *row_start, const int64_t *row_count,
-                      int64_t rows, const double *full_total, double *out);
+                      const int64_t *head_row, const int32_t *const *row_ptr, const int64_t *row_count, int64_t rows,
+                      const double *full_total, double *out);
 
 /// Sets words[0 ..< ceil(length/64)] to the bitmap of the positions idx[0 ..< n] (bit j % 64 of
 /// word j / 64) and returns 1, or returns 0 when the positions are not strictly ascending inside
