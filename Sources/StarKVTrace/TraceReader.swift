@@ -280,21 +280,25 @@ public final class TraceReader {
         try onMeta(meta)
         let record = meta.record
         var pos = metaEnd
+        let scratch = ChunkScratch()  // one per call: reads on other threads use their own
         for d in meta.descriptors {
             let loc = TraceLocation(path: path, offset: pos, step: record.stepIndex, layer: d.layer, field: d.field)
             let payloadOffset = try readChunkFrame(at: pos, descriptor: d, location: loc)
             pos = payloadOffset + d.storedBytes  // inside the file: checked by readChunkFrame
             if let fields, !fields.contains(d.field) { continue }
             if let layers, !layers.contains(d.layer) { continue }
-            let raw: [UInt8]
+            let decoded: ChunkCoder.Decoded
             do {
-                raw = try ChunkCoder.decode(file: file, offset: payloadOffset, descriptor: d)
+                decoded = try ChunkCoder.decode(file: file, offset: payloadOffset, descriptor: d, scratch: scratch)
             } catch let ChunkCoder.DecodeError.checksum(m) {
                 throw TraceError.checksumMismatch(loc, m)
             } catch let ChunkCoder.DecodeError.malformed(m) {
                 throw TraceError.checksumMismatch(loc, "decompression failed: \(m)")
             }
-            if requireFiniteValues, d.dtype.isFloatingPoint, let bad = ChunkCoder.firstNonFinite(raw, dtype: d.dtype) {
+            let raw = decoded.bytes
+            if requireFiniteValues, d.dtype.isFloatingPoint, decoded.mayBeNonFinite,
+                let bad = ChunkCoder.firstNonFinite(raw, dtype: d.dtype)
+            {
                 throw TraceError.nonFiniteValue(loc, "element \(bad.index) of shape \(d.shape) is \(bad.value)")
             }
             try onChunk(d, raw, loc)
