@@ -115,7 +115,7 @@ public final class TraceReader {
     public var fileBytes: UInt64 { file.size }
     /// Refuse NaN and ±infinity in floating-point fields (the fields policies read); on by default.
     public var requireFiniteValues = true
-    private let file: TraceFile
+    let file: TraceFile
 
     public var stepCount: Int { index.count }
 
@@ -197,19 +197,7 @@ public final class TraceReader {
     /// decompressed (nil = all) and `layers` which layers (nil = all); skipped chunks are not
     /// checksummed. The chunks returned total at most `limits.maxStepRawBytes`.
     public func readStep(at i: Int, fields: Set<String>? = nil, layers: Set<Int?>? = nil) throws -> StepRecord {
-        var record: StepRecord? = nil
-        var total: UInt64 = 0
-        try visitStep(at: i, fields: fields, layers: layers) { meta in
-            record = meta.record
-        } chunk: { d, raw, loc in
-            total += UInt64(raw.count)
-            guard total <= self.limits.maxStepRawBytes else {
-                throw TraceError.limitExceeded(
-                    loc, "the step's selected chunks exceed \(self.limits.maxStepRawBytes) raw bytes (raise --max-chunk-mib)")
-            }
-            record!.chunks.append(TensorChunk(field: d.field, layer: d.layer, tensor: Tensor(dtype: d.dtype, shape: d.shape, bytes: raw)))
-        }
-        return record!
+        try planStep(at: i, fields: fields, layers: layers).finish(threads: 1)
     }
 
     /// Calls `body` with every step in order.
@@ -312,7 +300,7 @@ public final class TraceReader {
     }
 
     /// Reads and checks the STEP record of index entry `i`; returns it and the offset after it.
-    private func readStepMeta(at i: Int) throws -> (StepMeta, UInt64) {
+    func readStepMeta(at i: Int) throws -> (StepMeta, UInt64) {
         guard i >= 0, i < index.count else {
             throw TraceError.notFound(TraceLocation(path: path), "step \(i) is not in the trace (it has \(index.count) steps)")
         }
@@ -328,7 +316,7 @@ public final class TraceReader {
     }
 
     /// Checks a chunk's frame against its descriptor; returns the payload offset.
-    private func readChunkFrame(at pos: UInt64, descriptor d: ChunkDescriptor, location loc: TraceLocation) throws -> UInt64 {
+    func readChunkFrame(at pos: UInt64, descriptor d: ChunkDescriptor, location loc: TraceLocation) throws -> UInt64 {
         guard file.contains(offset: pos, count: UInt64(TraceFormat.frameHeaderBytes)) else {
             throw TraceError.truncated(loc, "chunk frame header cut off")
         }

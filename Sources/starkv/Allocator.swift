@@ -14,10 +14,17 @@ extension StarKV {
     /// the kernel, so every step's tensors were faulted in and zeroed by the kernel again: about
     /// a third of `bench-read`'s CPU time (benchmarks/replay/README.md). Serving blocks up to
     /// 32 MiB (glibc's maximum for this setting) from the heap and keeping up to 1 GiB of freed
-    /// heap lets the next step reuse the same, already mapped pages. Peak memory is unchanged
-    /// (freed memory is reused, not added to); only the process keeps its peak until it exits.
-    /// A process-wide policy, so it is set here, in the CLI, not in the library.
+    /// heap lets the next step reuse the same, already mapped pages.
+    ///
+    /// One arena: glibc gives threads arenas of their own, and each arena keeps what was freed
+    /// in it, so with `--threads 2` the peak resident memory became the sum of two arenas' peaks
+    /// (a replay sweep at 2 threads: about 3.5× the largest step's decoded fields instead of
+    /// 1.9×). Small blocks still come from glibc's per-thread caches without the arena's lock.
+    ///
+    /// Peak memory is otherwise unchanged (freed memory is reused, not added to); the process
+    /// keeps its peak until it exits. A process-wide policy, so it is set here, in the CLI, not
+    /// in the library.
     static func keepFreedMemoryForReuse() {
-        _ = starkv_malloc_keep_freed(32 << 20, 1 << 30)
+        _ = starkv_malloc_keep_freed(32 << 20, 1 << 30, 1)
     }
 }

@@ -34,8 +34,9 @@ long starkv_first_nonfinite_fast(const uint8_t *data, size_t count, int kind);
 /// Index of the first NaN or infinite element of little-endian floats (kind 2 = binary16,
 /// 3 = bfloat16, 4 = binary32, 8 = binary64), or -1 when all are finite.
 long starkv_first_nonfinite(const uint8_t *data, size_t count, int kind);
-/// glibc: serve blocks up to `mmap_threshold_bytes` from the heap and keep up to
-/// `trim_threshold_bytes` of freed heap mapped (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD).
-/// Returns 1 when both were set; 0 elsewhere (other C libraries) or when glibc refused a value.
-int starkv_malloc_keep_freed(int mmap_threshold_bytes, int trim_threshold_bytes);
+/// glibc: serve blocks up to `mmap_threshold_bytes` from the heap, keep up to
+/// `trim_threshold_bytes` of freed heap mapped and, when `arenas` > 0, use at most that many
+/// arenas (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD / M_ARENA_MAX). Returns 1 when all were
+/// set; 0 elsewhere (other C libraries) or when glibc refused a value.
+int starkv_malloc_keep_freed(int mmap_threshold_bytes, int trim_threshold_bytes, int arenas);
 #endif
