@@ -166,3 +166,23 @@ import Testing
         }
     }
 }
+
+/// zstd's own checksum of the decoded bytes is verified by `validate`'s decode and skipped by
+/// the replay's reads, which rely on the CRC32C of the stored frame checked before decoding.
+@Suite struct ZstdChecksumTests {
+    @Test func validateChecksumIsVerifiedOnlyWhenAsked() throws {
+        let t = Tensor(floats: (0..<500).map { Float($0) / 7 }, shape: [500], dtype: .f32)
+        var stored = try ChunkCoder.encode(t.bytes, elementWidth: 4, filter: .byteShuffle, codec: .zstd, level: 3)
+        stored[stored.count - 1] ^= 0x01  // the frame's last byte belongs to its XXH64 checksum
+        let path = TraceFixtures.temporaryPath("xxh")
+        TraceFixtures.store(stored, path)
+        let d = ChunkDescriptor(
+            field: "x", layer: 0, dtype: .f32, shape: [500], filter: .byteShuffle, codec: .zstd, rawBytes: UInt64(t.bytes.count),
+            storedBytes: UInt64(stored.count), crc32c: CRC32C.checksum(stored))  // CRC32C of the altered frame
+        let f = try TraceFile.openForReading(path)
+        #expect(throws: ChunkCoder.DecodeError.self) {
+            _ = try ChunkCoder.decode(file: f, offset: 0, descriptor: d, scratch: ChunkScratch(verifyZstdChecksum: true))
+        }
+        #expect(try ChunkCoder.decode(file: f, offset: 0, descriptor: d, scratch: ChunkScratch(verifyZstdChecksum: false)).bytes == t.bytes)
+    }
+}
