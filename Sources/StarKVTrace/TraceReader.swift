@@ -2,7 +2,8 @@
 ///
 /// With the defaults, reading any file — however large the sizes it claims — stays within about
 /// 2 × `maxChunkRawBytes` plus a few MiB for one chunk (validate, inspect, dump) and within
-/// `maxStepRawBytes` plus that for a whole step (replay): under 1 GiB. `scaled(chunkMiB:)` raises
+/// `maxStepRawBytes` plus that for a whole step (replay): under 1 GiB. Each decoding thread also
+/// reuses buffers for chunks up to `ChunkCoder.smallChunk` (32 MiB): at most about 3 × that. `scaled(chunkMiB:)` raises
 /// them together for traces with larger tensors (`--max-chunk-mib` on the CLI).
 public struct TraceReadLimits: Sendable, Hashable {
     /// Largest HEAD / STEP / FOOT payload.
