@@ -365,7 +365,7 @@ public struct PolicyReplayer {
 final class StepPrefetch: @unchecked Sendable {
     /// Share of a step's decoded bytes read while the previous step is still in memory.
     /// (Settable so that tests can vary it; results do not depend on it.)
-    nonisolated(unsafe) static var aheadFraction = 0.125
+    nonisolated(unsafe) static var aheadFraction = 0.0625
     private let done = DispatchSemaphore(value: 0)
     // Written once by the reading thread before `done` is signalled, read after the wait.
     private var plan: Result<StepReading, any Error>?
