@@ -65,7 +65,7 @@ let package = Package(
             name: "starkv",
             dependencies: [
                 "StarKVModel", "StarKVTrace", "StarKVSynth", "StarKVPolicies", "StarKVMemory",
-                "StarKVReplay", "StarKVReport", "StarKVSweep",
+                "StarKVReplay", "StarKVReport", "StarKVSweep", "CStarKVSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings),

@@ -176,14 +176,18 @@ public struct PolicyReplayer {
         let workers = min(threads, max(1, units.count))
         let decodeMass = header.has(TraceField.decodeAttnSum)
 
-        // With more than one thread, step i + 1 is read (CRC, zstd, un-shuffle) on its own
-        // thread while step i is scored; errors surface in the same order as reading in line.
-        let source = reader
+        // With more than one thread, the first chunks of step i + 1 are read (CRC, zstd,
+        // un-shuffle) on their own thread while step i is scored, within a memory bound, and the
+        // rest on every thread once step i is done (StepPrefetch); errors surface in the same
+        // order as reading in line.
         let prefetching = threads > 1
-        var next: StepPrefetch? = prefetching && reader.stepCount > 0 ? StepPrefetch(reader: source, index: 0, fields: needed) : nil
+        func prefetch(_ i: Int) -> StepPrefetch? {
+            prefetching && i < reader.stepCount ? StepPrefetch(reader: reader, index: i, fields: needed, threads: threads) : nil
+        }
+        var next = prefetch(0)
         for i in 0..<reader.stepCount {
             let step = try next?.get() ?? reader.readStep(at: i, fields: needed)
-            next = prefetching && i + 1 < reader.stepCount ? StepPrefetch(reader: source, index: i + 1, fields: needed) : nil
+            next = prefetch(i + 1)
             // Quality-proxy inputs once per step for every pair (layers in parallel).
             let mass = decodeMass ? StepDecodeMass(header: header, step: step, workers: threads) : nil
             DynamicParallel.update(&units, workers: workers) { unit in
@@ -350,20 +354,33 @@ public struct PolicyReplayer {
 }
 
 
-/// Reads one step on a background thread; `get` waits for it.
+/// Reads one step ahead within a memory bound: on a background thread, the step's first chunks
+/// in file order up to `aheadFraction` of its decoded size (the step being scored and this one
+/// must fit in the peak-memory bound of benchmarks/replay/README.md, "Sweep"); `get`, called
+/// once the previous step is done with, decodes the rest on `threads` threads and returns it.
 final class StepPrefetch: @unchecked Sendable {
+    /// Share of a step's decoded bytes read while the previous step is still in memory.
+    /// (Settable so that tests can vary it; results do not depend on it.)
+    nonisolated(unsafe) static var aheadFraction = 0.0625
     private let done = DispatchSemaphore(value: 0)
     // Written once by the reading thread before `done` is signalled, read after the wait.
-    private var result: Result<StepRecord, any Error>?
+    private var plan: Result<StepReading, any Error>?
+    private let threads: Int
 
-    /// TraceReader holds only constants and reads with pread, so one step may be read on
-    /// another thread while the caller reads nothing else from it.
+    /// TraceReader holds only constants and reads with pread, so chunks may be decoded on other
+    /// threads while the caller reads nothing else from it.
     private struct Source: @unchecked Sendable { let reader: TraceReader }
 
-    init(reader: TraceReader, index: Int, fields: Set<String>) {
+    init(reader: TraceReader, index: Int, fields: Set<String>, threads: Int) {
         let source = Source(reader: reader)
+        let fraction = Self.aheadFraction
+        self.threads = threads
         DispatchQueue.global().async { [self] in
-            result = Result { try source.reader.readStep(at: index, fields: fields) }
+            plan = Result {
+                let p = try source.reader.planStep(at: index, fields: fields)
+                p.decode(upTo: UInt64(Double(p.rawBytes) * fraction))
+                return p
+            }
             done.signal()
         }
     }
@@ -371,7 +388,15 @@ final class StepPrefetch: @unchecked Sendable {
     func get() throws -> StepRecord {
         done.wait()
         done.signal()
-        return try result!.get()
+        return try plan!.get().finish(threads: threads)
+    }
+
+    /// Raw bytes the background thread decoded (waits for it; before `get`).
+    func bytesReadAhead() -> (decoded: UInt64, step: UInt64) {
+        done.wait()
+        done.signal()
+        guard case .success(let p) = plan! else { return (0, 0) }
+        return (p.decodedBytes, p.rawBytes)
     }
 }
 

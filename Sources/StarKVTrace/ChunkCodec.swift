@@ -69,30 +69,38 @@ enum ChunkCoder {
         case malformed(String)
     }
 
-    /// Byte-shuffled chunks up to this size are decoded in one shot through a scratch buffer;
-    /// larger ones are streamed.
-    /// (Settable so that tests can force the streamed path on small fixtures.)
-    nonisolated(unsafe) static var smallChunk = 1 << 20
+    /// Byte-shuffled zstd chunks up to this size are decoded in one shot through the scratch's
+    /// planes buffer; larger ones are streamed. (Settable so that tests can force the streamed
+    /// path on small fixtures.)
+    nonisolated(unsafe) static var smallChunk = 32 << 20
 
-    /// Bytes read from the file per step of a chunk decode.
+    /// Bytes read from the file per step of a streamed chunk decode.
     static let readPiece = 1 << 20
+
+    /// A decoded chunk: its raw bytes, and whether it may hold a NaN or infinity (false only when
+    /// the decode itself checked every element of a floating-point chunk and found none).
+    struct Decoded {
+        var bytes: [UInt8]
+        var mayBeNonFinite: Bool
+    }
 
     /// Reads, checks and decodes the chunk described by `d` whose stored bytes start at `offset`
     /// (the caller checked that `d.storedBytes` bytes lie in the file, that `d.rawBytes` is within
     /// the limits and that `d.storedBytes` is at most `compressBound(d.rawBytes)`). The stored
-    /// bytes are read once; their CRC32C is checked before anything is returned. Memory: at most
-    /// about 2 × `raw_bytes` plus a read piece — the stored bytes and the output (zstd without
-    /// filter: one-shot decode into the output; byte-shuffled up to `smallChunk`: through a
-    /// scratch buffer of at most that size), or the output and zstd's window (byte-shuffled zstd
-    /// above `smallChunk`: streamed, un-shuffled as the bytes arrive, so no second full-size
-    /// copy). zstd never
-    /// writes past the `raw_bytes` output, and the frame must declare exactly that size.
-    static func decode(file: TraceFile, offset: UInt64, descriptor d: ChunkDescriptor) throws -> [UInt8] {
+    /// bytes are read once; their CRC32C is checked before anything is decoded. Memory: the
+    /// output plus, up to `smallChunk` raw bytes, the stored bytes and the shuffled planes in
+    /// `scratch`'s reused buffers (so at most about 3 × `smallChunk` besides the output); above
+    /// `smallChunk`, zstd without filter reads the stored bytes and decodes into the output in
+    /// one shot (about 2 × `raw_bytes`), byte-shuffled zstd is streamed and un-shuffled as the
+    /// bytes arrive (the output, zstd's window and a read piece). zstd never writes past its
+    /// output, and the frame must declare exactly `raw_bytes`.
+    static func decode(file: TraceFile, offset: UInt64, descriptor d: ChunkDescriptor, scratch: ChunkScratch) throws -> Decoded {
         let stored = d.storedBytes
         let raw = Int(d.rawBytes)
         let width = d.dtype.byteWidth
         let shuffled = d.filter == .byteShuffle && width > 1 && raw % width == 0 && raw > 0
         let count = shuffled ? raw / width : 0
+        let kind = nonFiniteKind(d.dtype)
         let crcMismatch = DecodeError.checksum("CRC32C of the chunk's stored bytes differs from its descriptor")
         switch (d.codec, shuffled) {
         case (.none, _):
@@ -102,56 +110,48 @@ enum ChunkCoder {
             if !shuffled {
                 let bytes = try file.read(raw, at: offset)
                 guard CRC32C.checksum(bytes) == d.crc32c else { throw crcMismatch }
-                return bytes
+                return Decoded(bytes: bytes, mayBeNonFinite: true)
             }
             var crc: UInt32 = 0
             let out = try [UInt8](unsafeUninitializedCapacity: raw) { out, initialized in
-                try streamPieces(file: file, offset: offset, stored: stored) { piece, at in
+                try streamPieces(file: file, offset: offset, stored: stored, scratch: scratch) { piece, at in
                     crc = CRC32C.checksum(piece, continuing: crc)
-                    starkv_unshuffle_range(piece.baseAddress!.assumingMemoryBound(to: UInt8.self), piece.count, at, out.baseAddress, count, width)
+                    starkv_unshuffle_range_fast(piece.baseAddress!.assumingMemoryBound(to: UInt8.self), piece.count, at, out.baseAddress, count, width)
                 }
                 initialized = raw
             }
             guard crc == d.crc32c else { throw crcMismatch }
-            return out
+            return Decoded(bytes: out, mayBeNonFinite: true)
         case (.zstd, true) where raw <= smallChunk:
-            // Small chunk: one-shot decode into a scratch buffer of at most `smallChunk` bytes
-            // (a constant, not a second copy of a large tensor), then un-shuffle into the output.
-            var scratch = d
-            scratch.filter = .none
-            let planes = try decode(file: file, offset: offset, descriptor: scratch)
-            return [UInt8](unsafeUninitializedCapacity: raw) { out, initialized in
-                planes.withUnsafeBufferPointer { starkv_unshuffle_fast($0.baseAddress, out.baseAddress, count, width) }
+            // One-shot decode of the planes into the scratch (at most `smallChunk` bytes, reused
+            // across chunks), then un-shuffled into the output with the non-finite check fused.
+            let input = try scratch.readStored(file: file, offset: offset, count: Int(stored))
+            guard CRC32C.checksum(UnsafeRawBufferPointer(input)) == d.crc32c else { throw crcMismatch }
+            let planes = scratch.planes(raw)
+            try decompressFrame(input, into: planes, raw: raw, dctx: try scratch.context())
+            var nonFinite = false
+            let out = [UInt8](unsafeUninitializedCapacity: raw) { out, initialized in
+                nonFinite = starkv_unshuffle_check(planes.baseAddress, out.baseAddress, count, width, kind) != 0
                 initialized = raw
             }
+            return Decoded(bytes: out, mayBeNonFinite: nonFinite)
         case (.zstd, false):
-            let input = try file.read(Int(stored), at: offset)
-            guard CRC32C.checksum(input) == d.crc32c else { throw crcMismatch }
-            try checkDeclaredSize(input.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, input.count) }, raw: raw)
-            guard let dctx = ZSTD_createDCtx() else { throw DecodeError.malformed("cannot create a zstd context") }
-            defer { ZSTD_freeDCtx(dctx) }
-            return try [UInt8](unsafeUninitializedCapacity: max(raw, 1)) { out, initialized in
-                // One frame, exactly `raw` bytes: ZSTD_decompressDCtx fails on trailing bytes
-                // (another frame would need room) and never writes past `raw`.
-                let got = input.withUnsafeBytes { ZSTD_decompressDCtx(dctx, out.baseAddress, raw, $0.baseAddress, input.count) }
-                if ZSTD_isError(got) != 0 {
-                    let name = String(cString: ZSTD_getErrorName(got))
-                    throw DecodeError.malformed(name.contains("Destination buffer is too small") ? "bytes after the end of the zstd frame (\(name))" : name)
-                }
-                guard got == raw else { throw DecodeError.malformed("zstd produced \(got) bytes, expected \(raw)") }
-                let frame = input.withUnsafeBytes { ZSTD_findFrameCompressedSize($0.baseAddress, input.count) }
-                guard ZSTD_isError(frame) == 0, frame == input.count else {
-                    throw DecodeError.malformed("bytes after the end of the zstd frame")
-                }
+            let input = try scratch.readStored(file: file, offset: offset, count: Int(stored))
+            guard CRC32C.checksum(UnsafeRawBufferPointer(input)) == d.crc32c else { throw crcMismatch }
+            let dctx = try scratch.context()
+            let out = try [UInt8](unsafeUninitializedCapacity: max(raw, 1)) { out, initialized in
+                try decompressFrame(input, into: UnsafeMutableBufferPointer(rebasing: out[0..<raw]), raw: raw, dctx: dctx)
                 initialized = raw
             }
+            scratch.releaseLarge()
+            return Decoded(bytes: out, mayBeNonFinite: true)
         case (.zstd, true):
             var crc: UInt32 = 0
             var failure: DecodeError? = nil
             let out = try [UInt8](unsafeUninitializedCapacity: raw) { out, initialized in
                 do {
-                    try decodeZstdStream(file: file, offset: offset, stored: stored, raw: raw, crc: &crc) { src, n, at in
-                        starkv_unshuffle_range(src.assumingMemoryBound(to: UInt8.self), n, at, out.baseAddress, count, width)
+                    try decodeZstdStream(file: file, offset: offset, stored: stored, raw: raw, crc: &crc, scratch: scratch) { src, n, at in
+                        starkv_unshuffle_range_fast(src.assumingMemoryBound(to: UInt8.self), n, at, out.baseAddress, count, width)
                     }
                 } catch let e as DecodeError {
                     failure = e
@@ -161,22 +161,50 @@ enum ChunkCoder {
             if let failure {
                 // Damaged bytes are reported as such: finish the CRC over all stored bytes.
                 var full: UInt32 = 0
-                try streamPieces(file: file, offset: offset, stored: stored) { piece, _ in full = CRC32C.checksum(piece, continuing: full) }
+                try streamPieces(file: file, offset: offset, stored: stored, scratch: scratch) { piece, _ in full = CRC32C.checksum(piece, continuing: full) }
                 throw full == d.crc32c ? failure : crcMismatch
             }
             guard crc == d.crc32c else { throw crcMismatch }
-            return out
+            return Decoded(bytes: out, mayBeNonFinite: true)
+        }
+    }
+
+    /// Decodes the one zstd frame `input` into `out` (exactly `raw` bytes): the frame must
+    /// declare `raw` content bytes, produce exactly that many, and be followed by nothing.
+    private static func decompressFrame(_ input: UnsafeBufferPointer<UInt8>, into out: UnsafeMutableBufferPointer<UInt8>, raw: Int, dctx: OpaquePointer) throws {
+        try checkDeclaredSize(ZSTD_getFrameContentSize(input.baseAddress, input.count), raw: raw)
+        // One frame, exactly `raw` bytes: ZSTD_decompressDCtx fails on trailing bytes (another
+        // frame would need room) and never writes past `raw`.
+        let got = ZSTD_decompressDCtx(dctx, out.baseAddress, raw, input.baseAddress, input.count)
+        if ZSTD_isError(got) != 0 {
+            let name = String(cString: ZSTD_getErrorName(got))
+            throw DecodeError.malformed(name.contains("Destination buffer is too small") ? "bytes after the end of the zstd frame (\(name))" : name)
+        }
+        guard got == raw else { throw DecodeError.malformed("zstd produced \(got) bytes, expected \(raw)") }
+        let frame = ZSTD_findFrameCompressedSize(input.baseAddress, input.count)
+        guard ZSTD_isError(frame) == 0, frame == input.count else {
+            throw DecodeError.malformed("bytes after the end of the zstd frame")
+        }
+    }
+
+    /// starkv_first_nonfinite's code for a dtype (0: not floating point).
+    static func nonFiniteKind(_ dtype: TensorDType) -> Int32 {
+        switch dtype {
+        case .f16: return 2
+        case .bf16: return 3
+        case .f32: return 4
+        case .f64: return 8
+        default: return 0
         }
     }
 
     /// Calls `body` with the stored bytes in pieces of at most `readPiece` bytes (and their
     /// offset in the chunk), reusing one buffer.
     private static func streamPieces(
-        file: TraceFile, offset: UInt64, stored: UInt64, _ body: (UnsafeRawBufferPointer, Int) throws -> Void
+        file: TraceFile, offset: UInt64, stored: UInt64, scratch: ChunkScratch, _ body: (UnsafeRawBufferPointer, Int) throws -> Void
     ) throws {
         let piece = Int(min(UInt64(readPiece), max(stored, 1)))
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: piece, alignment: 16)
-        defer { buffer.deallocate() }
+        let buffer = UnsafeMutableRawPointer(scratch.piece().baseAddress!)
         var done: UInt64 = 0
         while done < stored {
             let n = Int(min(UInt64(piece), stored - done))
@@ -197,7 +225,7 @@ enum ChunkCoder {
     /// read); checks that it declares exactly `raw` content bytes, produces exactly that many,
     /// and is followed by nothing. `place(src, n, at)` receives decoded bytes at stream offset `at`.
     private static func decodeZstdStream(
-        file: TraceFile, offset: UInt64, stored: UInt64, raw: Int, crc: inout UInt32,
+        file: TraceFile, offset: UInt64, stored: UInt64, raw: Int, crc: inout UInt32, scratch: ChunkScratch,
         place: (UnsafeRawPointer, Int, Int) -> Void
     ) throws {
         guard let dctx = ZSTD_createDCtx() else { throw DecodeError.malformed("cannot create a zstd context") }
@@ -226,7 +254,7 @@ enum ChunkCoder {
                 if input.pos == input.size && (frameDone || output.pos < outCapacity) { break }
             } while true
         }
-        try streamPieces(file: file, offset: offset, stored: stored) { piece, at in
+        try streamPieces(file: file, offset: offset, stored: stored, scratch: scratch) { piece, at in
             runningCRC = CRC32C.checksum(piece, continuing: runningCRC)
             if !checkedHeader {
                 // The frame header (at most 18 bytes) must declare the content size; the first
@@ -249,16 +277,10 @@ enum ChunkCoder {
 
     /// The first NaN or infinite element of a floating-point tensor, with its value as text.
     static func firstNonFinite(_ bytes: [UInt8], dtype: TensorDType) -> (index: Int, value: String)? {
-        let code: Int32
-        switch dtype {
-        case .f16: code = 2
-        case .bf16: code = 3
-        case .f32: code = 4
-        case .f64: code = 8
-        default: return nil
-        }
+        let code = nonFiniteKind(dtype)
+        guard code != 0 else { return nil }
         let count = bytes.count / dtype.byteWidth
-        let i = bytes.withUnsafeBufferPointer { starkv_first_nonfinite($0.baseAddress, count, code) }
+        let i = bytes.withUnsafeBufferPointer { starkv_first_nonfinite_fast($0.baseAddress, count, code) }
         guard i >= 0 else { return nil }
         let t = Tensor(dtype: dtype, shape: [count], bytes: bytes)
         let v = t.floats(from: Int(i), count: 1).first ?? .nan
@@ -266,4 +288,79 @@ enum ChunkCoder {
     }
 
     enum ZstdError: Error { case message(String) }
+}
+
+/// Buffers and a zstd decompression context reused across the chunks of one read (one thread
+/// at a time): the stored bytes of a chunk, the shuffled planes of a one-shot decode and the
+/// piece buffer of a streamed one. Reuse keeps the reader from allocating (and the kernel from
+/// faulting in) fresh buffers per chunk. Buffers above `keepBytes` are released after use.
+final class ChunkScratch {
+    private var stored: UnsafeMutableBufferPointer<UInt8>? = nil
+    private var planeBuffer: UnsafeMutableBufferPointer<UInt8>? = nil
+    private var pieceBuffer: UnsafeMutableBufferPointer<UInt8>? = nil
+    private var dctx: OpaquePointer? = nil
+    /// Largest buffer kept between chunks.
+    let keepBytes: Int
+    /// Whether one-shot decodes verify zstd's own frame checksum (XXH64 of the decoded bytes).
+    let verifyZstdChecksum: Bool
+
+    /// `verifyZstdChecksum: false` skips zstd's checksum of the decoded bytes: the CRC32C of the
+    /// stored frame, checked before decoding, already covers every byte zstd reads, and
+    /// decoding is deterministic, so the second hash (about a sixth of zstd's time on the 7B
+    /// trace) re-checks nothing for a reader. `validate` keeps it (FORMAT.md "Tensor chunks").
+    init(verifyZstdChecksum: Bool = true, keepBytes: Int = ChunkCoder.smallChunk + (ChunkCoder.smallChunk >> 7) + (1 << 17)) {
+        self.verifyZstdChecksum = verifyZstdChecksum
+        self.keepBytes = keepBytes
+    }
+
+    deinit {
+        stored?.deallocate()
+        planeBuffer?.deallocate()
+        pieceBuffer?.deallocate()
+        if let dctx { ZSTD_freeDCtx(dctx) }
+    }
+
+    private static func ensure(_ buffer: inout UnsafeMutableBufferPointer<UInt8>?, _ n: Int) -> UnsafeMutableBufferPointer<UInt8> {
+        if let b = buffer, b.count >= n { return b }
+        buffer?.deallocate()
+        let b = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: max(n, 1))
+        buffer = b
+        return b
+    }
+
+    /// Reads `count` stored bytes at `offset` into the reused stored-bytes buffer.
+    func readStored(file: TraceFile, offset: UInt64, count: Int) throws -> UnsafeBufferPointer<UInt8> {
+        let b = Self.ensure(&stored, count)
+        try file.read(into: UnsafeMutableRawPointer(b.baseAddress!), count: count, at: offset)
+        return UnsafeBufferPointer(rebasing: b[0..<count])
+    }
+
+    /// A buffer of at least `n` bytes for the shuffled planes.
+    func planes(_ n: Int) -> UnsafeMutableBufferPointer<UInt8> {
+        UnsafeMutableBufferPointer(rebasing: Self.ensure(&planeBuffer, n)[0..<n])
+    }
+
+    /// The read-piece buffer of a streamed decode (`ChunkCoder.readPiece` bytes).
+    func piece() -> UnsafeMutableBufferPointer<UInt8> { Self.ensure(&pieceBuffer, ChunkCoder.readPiece) }
+
+    /// The reused one-shot decompression context.
+    func context() throws -> OpaquePointer {
+        if let dctx { return dctx }
+        guard let c = ZSTD_createDCtx() else { throw ChunkCoder.DecodeError.malformed("cannot create a zstd context") }
+        if !verifyZstdChecksum {
+            // ZSTD_d_forceIgnoreChecksum (zstd >= 1.4.7; an older library refuses the parameter
+            // and keeps verifying).
+            _ = ZSTD_DCtx_setParameter(c, ZSTD_d_experimentalParam3, 1)
+        }
+        dctx = c
+        return c
+    }
+
+    /// Frees the stored-bytes buffer if it grew past `keepBytes` (a large unshuffled chunk).
+    func releaseLarge() {
+        if let b = stored, b.count > keepBytes {
+            b.deallocate()
+            stored = nil
+        }
+    }
 }

@@ -2,7 +2,8 @@
 ///
 /// With the defaults, reading any file — however large the sizes it claims — stays within about
 /// 2 × `maxChunkRawBytes` plus a few MiB for one chunk (validate, inspect, dump) and within
-/// `maxStepRawBytes` plus that for a whole step (replay): under 1 GiB. `scaled(chunkMiB:)` raises
+/// `maxStepRawBytes` plus that for a whole step (replay): under 1 GiB. Each decoding thread also
+/// reuses buffers for chunks up to `ChunkCoder.smallChunk` (32 MiB): at most about 3 × that. `scaled(chunkMiB:)` raises
 /// them together for traces with larger tensors (`--max-chunk-mib` on the CLI).
 public struct TraceReadLimits: Sendable, Hashable {
     /// Largest HEAD / STEP / FOOT payload.
@@ -115,7 +116,7 @@ public final class TraceReader {
     public var fileBytes: UInt64 { file.size }
     /// Refuse NaN and ±infinity in floating-point fields (the fields policies read); on by default.
     public var requireFiniteValues = true
-    private let file: TraceFile
+    let file: TraceFile
 
     public var stepCount: Int { index.count }
 
@@ -197,19 +198,7 @@ public final class TraceReader {
     /// decompressed (nil = all) and `layers` which layers (nil = all); skipped chunks are not
     /// checksummed. The chunks returned total at most `limits.maxStepRawBytes`.
     public func readStep(at i: Int, fields: Set<String>? = nil, layers: Set<Int?>? = nil) throws -> StepRecord {
-        var record: StepRecord? = nil
-        var total: UInt64 = 0
-        try visitStep(at: i, fields: fields, layers: layers) { meta in
-            record = meta.record
-        } chunk: { d, raw, loc in
-            total += UInt64(raw.count)
-            guard total <= self.limits.maxStepRawBytes else {
-                throw TraceError.limitExceeded(
-                    loc, "the step's selected chunks exceed \(self.limits.maxStepRawBytes) raw bytes (raise --max-chunk-mib)")
-            }
-            record!.chunks.append(TensorChunk(field: d.field, layer: d.layer, tensor: Tensor(dtype: d.dtype, shape: d.shape, bytes: raw)))
-        }
-        return record!
+        try planStep(at: i, fields: fields, layers: layers).finish(threads: 1)
     }
 
     /// Calls `body` with every step in order.
@@ -280,21 +269,25 @@ public final class TraceReader {
         try onMeta(meta)
         let record = meta.record
         var pos = metaEnd
+        let scratch = ChunkScratch()  // one per call: reads on other threads use their own
         for d in meta.descriptors {
             let loc = TraceLocation(path: path, offset: pos, step: record.stepIndex, layer: d.layer, field: d.field)
             let payloadOffset = try readChunkFrame(at: pos, descriptor: d, location: loc)
             pos = payloadOffset + d.storedBytes  // inside the file: checked by readChunkFrame
             if let fields, !fields.contains(d.field) { continue }
             if let layers, !layers.contains(d.layer) { continue }
-            let raw: [UInt8]
+            let decoded: ChunkCoder.Decoded
             do {
-                raw = try ChunkCoder.decode(file: file, offset: payloadOffset, descriptor: d)
+                decoded = try ChunkCoder.decode(file: file, offset: payloadOffset, descriptor: d, scratch: scratch)
             } catch let ChunkCoder.DecodeError.checksum(m) {
                 throw TraceError.checksumMismatch(loc, m)
             } catch let ChunkCoder.DecodeError.malformed(m) {
                 throw TraceError.checksumMismatch(loc, "decompression failed: \(m)")
             }
-            if requireFiniteValues, d.dtype.isFloatingPoint, let bad = ChunkCoder.firstNonFinite(raw, dtype: d.dtype) {
+            let raw = decoded.bytes
+            if requireFiniteValues, d.dtype.isFloatingPoint, decoded.mayBeNonFinite,
+                let bad = ChunkCoder.firstNonFinite(raw, dtype: d.dtype)
+            {
                 throw TraceError.nonFiniteValue(loc, "element \(bad.index) of shape \(d.shape) is \(bad.value)")
             }
             try onChunk(d, raw, loc)
@@ -308,7 +301,7 @@ public final class TraceReader {
     }
 
     /// Reads and checks the STEP record of index entry `i`; returns it and the offset after it.
-    private func readStepMeta(at i: Int) throws -> (StepMeta, UInt64) {
+    func readStepMeta(at i: Int) throws -> (StepMeta, UInt64) {
         guard i >= 0, i < index.count else {
             throw TraceError.notFound(TraceLocation(path: path), "step \(i) is not in the trace (it has \(index.count) steps)")
         }
@@ -324,7 +317,7 @@ public final class TraceReader {
     }
 
     /// Checks a chunk's frame against its descriptor; returns the payload offset.
-    private func readChunkFrame(at pos: UInt64, descriptor d: ChunkDescriptor, location loc: TraceLocation) throws -> UInt64 {
+    func readChunkFrame(at pos: UInt64, descriptor d: ChunkDescriptor, location loc: TraceLocation) throws -> UInt64 {
         guard file.contains(offset: pos, count: UInt64(TraceFormat.frameHeaderBytes)) else {
             throw TraceError.truncated(loc, "chunk frame header cut off")
         }

@@ -24,7 +24,20 @@ void starkv_unshuffle_fast(const uint8_t *in, uint8_t *out, size_t count, size_t
 /// Places `n` bytes of a byte-shuffled stream, starting at stream byte `start`, into their
 /// un-shuffled positions of `out` (`count` elements of `width` bytes); start + n <= count*width.
 void starkv_unshuffle_range(const uint8_t *in, size_t n, size_t start, uint8_t *out, size_t count, size_t width);
+/// starkv_unshuffle_range with SSE2 for element widths 2 and 4 (the same bytes; reading_simd.c).
+void starkv_unshuffle_range_fast(const uint8_t *in, size_t n, size_t start, uint8_t *out, size_t count, size_t width);
+/// starkv_unshuffle_fast that also reports whether any element is NaN or infinite (`kind` as for
+/// starkv_first_nonfinite; 0 = no check): returns 1 when some element is, else 0. The check reads
+/// the exponent's byte planes while they are in registers (reading_simd.c).
+int starkv_unshuffle_check(const uint8_t *in, uint8_t *out, size_t count, size_t width, int kind);
+/// The same index as starkv_first_nonfinite, scanning 16 bytes at a time (reading_simd.c).
+long starkv_first_nonfinite_fast(const uint8_t *data, size_t count, int kind);
 /// Index of the first NaN or infinite element of little-endian floats (kind 2 = binary16,
 /// 3 = bfloat16, 4 = binary32, 8 = binary64), or -1 when all are finite.
 long starkv_first_nonfinite(const uint8_t *data, size_t count, int kind);
+/// glibc: serve blocks up to `mmap_threshold_bytes` from the heap, keep up to
+/// `trim_threshold_bytes` of freed heap mapped and, when `arenas` > 0, use at most that many
+/// arenas (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD / M_ARENA_MAX). Returns 1 when all were
+/// set; 0 elsewhere (other C libraries) or when glibc refused a value.
+int starkv_malloc_keep_freed(int mmap_threshold_bytes, int trim_threshold_bytes, int arenas);
 #endif
