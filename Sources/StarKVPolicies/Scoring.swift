@@ -149,31 +149,45 @@ func topKAscending<T: RadixOrderedFloat>(_ scores: [T], count k: Int, then tail:
     return collectTopK(keys, cut: cut, count: k, then: tail)
 }
 
-/// Where the k best of a row end: the k-th largest key and how many positions holding exactly
-/// that key belong to the k best (the lowest ones; every larger key belongs).
+/// Where the k best of a row end: the k-th largest key, how many positions hold exactly that key
+/// (`equal`) and how many of them belong to the k best (`ties`: the lowest ones; every larger key
+/// belongs).
 struct TopKCut<K: FixedWidthInteger & UnsignedInteger>: Equatable {
     var key: K
     var ties: Int
+    var equal: Int
 }
 
 /// The positions above `cut` and its first `cut.ties` tied positions, ascending (there are
-/// `k` of them), followed by `tail`. The loop has no data-dependent branch: every position is
-/// written and the write index advances only for kept ones.
+/// `k` of them), followed by `tail`. Branch-free: every position is written and the write index
+/// advances only for kept ones; the positions up to the last kept tie keep `key ≥ cut`, the
+/// rest `key > cut`.
 func collectTopK<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], cut: TopKCut<K>, count k: Int, then tail: Range<Int>) -> [Int32] {
     let n = keys.count
     let total = k + tail.count
+    let threshold = cut.key
     return [Int32](unsafeUninitializedCapacity: total + 1) { buf, count in
         var c = 0
-        var ties = cut.ties
-        let threshold = cut.key
         keys.withUnsafeBufferPointer { kb in
-            for j in 0..<n {
-                let key = kb[j]
-                let tie = key == threshold && ties > 0
-                let take = key > threshold || tie
+            // The last tied position that is kept.
+            var lastTie = n - 1
+            if cut.ties < cut.equal {
+                var seen = 0
+                for j in 0..<n where kb[j] == threshold {
+                    seen += 1
+                    if seen == cut.ties { lastTie = j; break }
+                }
+            }
+            var j = 0
+            while j <= lastTie {
                 buf[c] = Int32(truncatingIfNeeded: j)
-                c &+= take ? 1 : 0
-                ties &-= tie ? 1 : 0
+                c &+= kb[j] >= threshold ? 1 : 0
+                j += 1
+            }
+            while j < n {
+                buf[c] = Int32(truncatingIfNeeded: j)
+                c &+= kb[j] > threshold ? 1 : 0
+                j += 1
             }
         }
         precondition(c == k, "top-k cut does not match its count")
@@ -194,7 +208,7 @@ func kthLargestKey<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], _ k: Int
 /// that holds a rank (no copy when every candidate is in it). Ranks that fall into the same
 /// bucket share the pass, so several k cost little more than one. Results in `ranks`' order.
 func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int]) -> [TopKCut<K>] {
-    var out = [TopKCut<K>](repeating: TopKCut(key: 0, ties: 0), count: ranks.count)
+    var out = [TopKCut<K>](repeating: TopKCut(key: 0, ties: 0, equal: 0), count: ranks.count)
     guard !ranks.isEmpty else { return out }
     let sortedRanks = ranks.enumerated().map { (slot: $0.offset, rank: $0.element) }.sorted { $0.rank < $1.rank }
     var work: [(candidates: [K], shift: Int, wants: [(slot: Int, rank: Int)])] = [(keys, K.bitWidth - 8, sortedRanks)]
@@ -209,13 +223,13 @@ func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: 
                 for b in 0..<1024 { hist[b] = 0 }
                 var i = 0
                 while i + 4 <= n {
-                    hist[Int(truncatingIfNeeded: buf[i] >> s) & 0xFF] += 1
-                    hist[256 + Int(truncatingIfNeeded: buf[i + 1] >> s) & 0xFF] += 1
-                    hist[512 + Int(truncatingIfNeeded: buf[i + 2] >> s) & 0xFF] += 1
-                    hist[768 + Int(truncatingIfNeeded: buf[i + 3] >> s) & 0xFF] += 1
+                    hist[Int(truncatingIfNeeded: buf[i] &>> s) & 0xFF] += 1
+                    hist[256 + Int(truncatingIfNeeded: buf[i + 1] &>> s) & 0xFF] += 1
+                    hist[512 + Int(truncatingIfNeeded: buf[i + 2] &>> s) & 0xFF] += 1
+                    hist[768 + Int(truncatingIfNeeded: buf[i + 3] &>> s) & 0xFF] += 1
                     i += 4
                 }
-                while i < n { hist[Int(truncatingIfNeeded: buf[i] >> s) & 0xFF] += 1; i += 1 }
+                while i < n { hist[Int(truncatingIfNeeded: buf[i] &>> s) & 0xFF] += 1; i += 1 }
                 for b in 0..<256 { hist[b] += hist[256 + b] + hist[512 + b] + hist[768 + b] }
             }
         }
@@ -235,11 +249,24 @@ func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: 
                 // The bucket's keys share every digit so far: at the last digit they are all
                 // equal (the cut's ties are its rank among them), and a lone candidate is the
                 // answer (rank 1).
-                let key = candidates.first { Int(truncatingIfNeeded: $0 >> s) & 0xFF == digit }!
-                for g in group { out[g.slot] = TopKCut(key: key, ties: g.rank) }
-            } else {
+                let key = candidates.first { Int(truncatingIfNeeded: $0 &>> s) & 0xFF == digit }!
+                for g in group { out[g.slot] = TopKCut(key: key, ties: g.rank, equal: inBucket) }
+            } else if inBucket == candidates.count {
                 // Scores of one row often share their top digits: no copy when every candidate is in the bucket.
-                let next = inBucket == candidates.count ? candidates : candidates.filter { Int(truncatingIfNeeded: $0 >> s) & 0xFF == digit }
+                work.append((candidates, shift - 8, group))
+            } else {
+                // The bucket's candidates, in order, by a branch-free pass (one slot of slack
+                // for the write after the last one).
+                let next = [K](unsafeUninitializedCapacity: inBucket + 1) { dst, count in
+                    var c = 0
+                    candidates.withUnsafeBufferPointer { buf in
+                        for key in buf {
+                            dst[c] = key
+                            c &+= Int(truncatingIfNeeded: key &>> s) & 0xFF == digit ? 1 : 0
+                        }
+                    }
+                    count = c
+                }
                 work.append((next, shift - 8, group))
             }
         }
