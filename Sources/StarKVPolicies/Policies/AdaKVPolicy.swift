@@ -61,7 +61,7 @@ public struct AdaKVPolicy: KVPolicy {
             var sorted = row.map { $0.isNaN ? -Float.infinity : $0 }
             sorted.sort(by: >)
             if bf16 {
-                let ratio = bf16Round(bf16Sum(sorted.prefix(b0)) / bf16Sum(sorted))
+                let ratio = bf16Round(bf16Sum(sorted.prefix(max(0, b0))) / bf16Sum(sorted))
                 sorted = sorted.map { bf16Round($0 * ratio) }
             } else {
                 var top = 0.0, all = 0.0
