@@ -202,12 +202,84 @@ func kthLargestKey<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], _ k: Int
     kthLargestKeys(keys, ranks: [k])[0].key
 }
 
-/// The cut of every rank in `ranks` (each in 1...keys.count) by one most-significant-digit radix
-/// select shared by all of them, 8 bits per pass: each pass builds one histogram of the current
-/// candidates, finds the digit bucket of every rank, and goes on with the candidates of each bucket
-/// that holds a rank (no copy when every candidate is in it). Ranks that fall into the same
-/// bucket share the pass, so several k cost little more than one. Results in `ranks`' order.
+/// The cut of every rank in `ranks` (each in 1...keys.count), results in `ranks`' order. One
+/// pass finds the keys' range, one histograms them into at most 2048 buckets of equal width over
+/// that range (a row's scores spread over the buckets, whatever their common exponent), one
+/// gathers the keys of every bucket that holds a rank into a small buffer; the cut inside each
+/// such bucket is then a radix select over its few keys (`radixCuts`). Keys equal to a cut all
+/// fall into its bucket, so the bucket's counts are the row's.
 func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int]) -> [TopKCut<K>] {
+    let n = keys.count
+    guard !ranks.isEmpty else { return [] }
+    if n < 512 { return radixCuts(keys, ranks: ranks) }
+    var lo = K.max, hi = K.min
+    keys.withUnsafeBufferPointer { kb in
+        for key in kb {
+            lo = Swift.min(lo, key)
+            hi = Swift.max(hi, key)
+        }
+    }
+    if lo == hi { return ranks.map { TopKCut(key: lo, ties: $0, equal: n) } }
+    let span = hi &- lo
+    let shift = K(truncatingIfNeeded: Swift.max(0, (K.bitWidth - span.leadingZeroBitCount) - 11))
+    let buckets = Int(truncatingIfNeeded: span &>> shift) + 1
+    var histogram = [Int32](repeating: 0, count: buckets)
+    histogram.withUnsafeMutableBufferPointer { hist in
+        keys.withUnsafeBufferPointer { kb in
+            for key in kb { hist[Int(truncatingIfNeeded: (key &- lo) &>> shift)] &+= 1 }
+        }
+    }
+    // The bucket of every rank, scanning from the largest keys down.
+    let order = ranks.indices.sorted { ranks[$0] < ranks[$1] }
+    var bucketOf = [Int](repeating: 0, count: ranks.count)
+    var rankIn = [Int](repeating: 0, count: ranks.count)
+    var bucket = buckets - 1
+    var above = 0
+    for slot in order {
+        while above + Int(histogram[bucket]) < ranks[slot] { above += Int(histogram[bucket]); bucket -= 1 }
+        bucketOf[slot] = bucket
+        rankIn[slot] = ranks[slot] - above
+    }
+    // Gather the keys of the distinct rank buckets into one buffer (a table maps each bucket to
+    // its slice; every other bucket writes to a scratch slot that never advances).
+    let targets = Array(Set(bucketOf)).sorted()
+    var start = [Int](repeating: 0, count: targets.count + 1)
+    for (t, b) in targets.enumerated() { start[t + 1] = start[t] + Int(histogram[b]) }
+    let scratch = start[targets.count]
+    var table = [Int32](repeating: Int32(targets.count), count: buckets)
+    for (t, b) in targets.enumerated() { table[b] = Int32(t) }
+    var fill = start
+    fill[targets.count] = scratch
+    var gathered = [K](repeating: 0, count: scratch + 1)
+    gathered.withUnsafeMutableBufferPointer { out in
+        fill.withUnsafeMutableBufferPointer { f in
+            table.withUnsafeBufferPointer { tb in
+                keys.withUnsafeBufferPointer { kb in
+                    let last = targets.count
+                    for key in kb {
+                        let t = Int(truncatingIfNeeded: tb[Int(truncatingIfNeeded: (key &- lo) &>> shift)])
+                        let at = f[t]
+                        out[at] = key
+                        f[t] = at &+ (t == last ? 0 : 1)
+                    }
+                }
+            }
+        }
+    }
+    var out = [TopKCut<K>](repeating: TopKCut(key: 0, ties: 0, equal: 0), count: ranks.count)
+    for (t, b) in targets.enumerated() {
+        let slots = ranks.indices.filter { bucketOf[$0] == b }
+        let cuts = radixCuts(Array(gathered[start[t]..<start[t + 1]]), ranks: slots.map { rankIn[$0] })
+        for (i, slot) in slots.enumerated() { out[slot] = cuts[i] }
+    }
+    return out
+}
+
+/// `kthLargestKeys` by most-significant-digit radix select alone, 8 bits per pass: each pass
+/// builds one histogram of the current candidates, finds the digit bucket of every rank, and
+/// goes on with the candidates of each bucket that holds a rank (no copy when every candidate is
+/// in it). Ranks that fall into the same bucket share the pass.
+func radixCuts<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int]) -> [TopKCut<K>] {
     var out = [TopKCut<K>](repeating: TopKCut(key: 0, ties: 0, equal: 0), count: ranks.count)
     guard !ranks.isEmpty else { return out }
     let sortedRanks = ranks.enumerated().map { (slot: $0.offset, rank: $0.element) }.sorted { $0.rank < $1.rank }

@@ -11,9 +11,17 @@ import StarKVTrace
     /// ties to the lower position), ascending: the rule of docs/algorithms.md §1.4, written
     /// independently of the radix select.
     static func sortedTopK<T: BinaryFloatingPoint>(_ row: [T], _ k: Int) -> [Int32] {
+        sortedTopK(order: rankOrder(row), k)
+    }
+
+    /// Positions best first (the order `sortedTopK` takes a prefix of).
+    static func rankOrder<T: BinaryFloatingPoint>(_ row: [T]) -> [Int] {
         let value = row.map { $0.isNaN ? -T.infinity : ($0 == 0 ? 0 : $0) }
-        let order = row.indices.sorted { value[$0] > value[$1] || (value[$0] == value[$1] && $0 < $1) }
-        return order.prefix(max(0, k)).sorted().map { Int32($0) }
+        return row.indices.sorted { value[$0] > value[$1] || (value[$0] == value[$1] && $0 < $1) }
+    }
+
+    static func sortedTopK(order: [Int], _ k: Int) -> [Int32] {
+        order.prefix(max(0, k)).sorted().map { Int32($0) }
     }
 
     @Test func rankingGivesTheHandCheckedTopKForEveryK() {
@@ -51,10 +59,32 @@ import StarKVTrace
         #expect(kthLargestKeys(spread, ranks: [1, 2, 4]).map(\.key) == [1 << 63, 7 << 60, 5])
     }
 
+    /// The bucketed select (rows of ≥ 512 keys) finds the same cuts as the plain radix select,
+    /// for keys clustered in a narrow range, spread over the whole key space, or all equal.
+    @Test func bucketedSelectEqualsThePlainRadixSelect() {
+        var g = SplitMix64(seed: 7)
+        for trial in 0..<60 {
+            let n = 512 + Int(g.next() % 4000)
+            let keys: [UInt32] = (0..<n).map { _ in
+                switch trial % 4 {
+                case 0: return 0x8000_0000 | UInt32(truncatingIfNeeded: g.next() % 5000)  // narrow: one level
+                case 1: return UInt32(truncatingIfNeeded: g.next())  // the whole range
+                case 2: return Float(g.nextFloat() * 0.01).orderKey  // attention-like scores
+                default: return 42 + UInt32(truncatingIfNeeded: g.next() % 2) * UInt32(trial % 8 == 3 ? 0 : 1 << 20)
+                }
+            }
+            let ranks = [1, 2, n / 10, n / 3, n / 3, n - 1, n].filter { $0 >= 1 }
+            #expect(kthLargestKeys(keys, ranks: ranks) == radixCuts(keys, ranks: ranks), "trial \(trial)")
+            let wide = keys.map { UInt64($0) << 17 | UInt64($0 & 0xFF) }
+            #expect(kthLargestKeys(wide, ranks: ranks) == radixCuts(wide, ranks: ranks), "trial \(trial) (64-bit)")
+        }
+    }
+
     @Test func rankingMatchesTheSortedTopKOnRandomRowsWithTiesAndNaN() {
         var g = SplitMix64(seed: 15)
         for trial in 0..<300 {
-            let n = 1 + Int(g.next() % 300)
+            // Short rows take the plain radix select, long ones the bucketed one.
+            let n = 1 + Int(g.next() % (trial % 2 == 0 ? 300 : 3000))
             let levels = trial % 3 == 0 ? 4 : 1000  // few distinct values: many ties
             let row: [Float] = (0..<n).map { _ in
                 let u = Int(g.next() % UInt64(levels))
@@ -65,8 +95,9 @@ import StarKVTrace
             let ks = [0, 1, n / 3, n / 2, n - 1, n, n + 2]
             let r = ScoreRanking(row, counts: ks)
             let wide = ScoreRanking(row.map(Double.init), counts: Array(ks.prefix(3)))
+            let order = Self.rankOrder(row)
             for k in ks {
-                let expected = Self.sortedTopK(row, k)
+                let expected = Self.sortedTopK(order: order, k)
                 #expect(r.topKAscending(count: k) == expected, "n \(n) k \(k)")
                 #expect(topKAscending(row, count: k) == expected, "n \(n) k \(k)")
                 #expect(wide.topKAscending(count: k) == expected, "n \(n) k \(k) (fp64)")
