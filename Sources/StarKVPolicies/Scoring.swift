@@ -204,8 +204,9 @@ func kthLargestKey<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], _ k: Int
 
 /// The cut of every rank in `ranks` (each in 1...keys.count), results in `ranks`' order. One
 /// pass finds the keys' range, one histograms them into at most 2048 buckets of equal width over
-/// that range (a row's scores spread over the buckets, whatever their common exponent), one
-/// gathers the keys of every bucket that holds a rank into a small buffer; the cut inside each
+/// that range (order keys are close to a log scale, so a row's scores spread over the buckets,
+/// whatever their common exponent), and one per bucket that holds a rank gathers its keys into a
+/// small buffer; the cut inside each
 /// such bucket is then a radix select over its few keys (`radixCuts`). Keys equal to a cut all
 /// fall into its bucket, so the bucket's counts are the row's.
 func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int]) -> [TopKCut<K>] {
@@ -223,10 +224,21 @@ func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: 
     let span = hi &- lo
     let shift = K(truncatingIfNeeded: Swift.max(0, (K.bitWidth - span.leadingZeroBitCount) - 11))
     let buckets = Int(truncatingIfNeeded: span &>> shift) + 1
-    var histogram = [Int32](repeating: 0, count: buckets)
+    // Four interleaved histograms: a row's keys crowd into few buckets, and one histogram
+    // would serialise the increments of the same counter.
+    var histogram = [Int32](repeating: 0, count: 4 * buckets)
     histogram.withUnsafeMutableBufferPointer { hist in
         keys.withUnsafeBufferPointer { kb in
-            for key in kb { hist[Int(truncatingIfNeeded: (key &- lo) &>> shift)] &+= 1 }
+            var i = 0
+            while i + 4 <= n {
+                hist[Int(truncatingIfNeeded: (kb[i] &- lo) &>> shift)] &+= 1
+                hist[buckets + Int(truncatingIfNeeded: (kb[i + 1] &- lo) &>> shift)] &+= 1
+                hist[2 * buckets + Int(truncatingIfNeeded: (kb[i + 2] &- lo) &>> shift)] &+= 1
+                hist[3 * buckets + Int(truncatingIfNeeded: (kb[i + 3] &- lo) &>> shift)] &+= 1
+                i += 4
+            }
+            while i < n { hist[Int(truncatingIfNeeded: (kb[i] &- lo) &>> shift)] &+= 1; i += 1 }
+            for b in 0..<buckets { hist[b] &+= hist[buckets + b] &+ hist[2 * buckets + b] &+ hist[3 * buckets + b] }
         }
     }
     // The bucket of every rank, scanning from the largest keys down.
@@ -240,28 +252,25 @@ func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: 
         bucketOf[slot] = bucket
         rankIn[slot] = ranks[slot] - above
     }
-    // Gather the keys of the distinct rank buckets into one buffer (a table maps each bucket to
-    // its slice; every other bucket writes to a scratch slot that never advances).
+    // Gather the keys of each distinct rank bucket into its slice of one buffer, one branch-free
+    // pass per bucket (the write after a slice's last key lands on the next slice's first slot,
+    // which that slice's own pass writes later, or on the one slot of slack at the end).
     let targets = Array(Set(bucketOf)).sorted()
     var start = [Int](repeating: 0, count: targets.count + 1)
     for (t, b) in targets.enumerated() { start[t + 1] = start[t] + Int(histogram[b]) }
-    let scratch = start[targets.count]
-    var table = [Int32](repeating: Int32(targets.count), count: buckets)
-    for (t, b) in targets.enumerated() { table[b] = Int32(t) }
-    var fill = start
-    fill[targets.count] = scratch
-    var gathered = [K](repeating: 0, count: scratch + 1)
+    var gathered = [K](repeating: 0, count: start[targets.count] + 1)
     gathered.withUnsafeMutableBufferPointer { out in
-        fill.withUnsafeMutableBufferPointer { f in
-            table.withUnsafeBufferPointer { tb in
-                keys.withUnsafeBufferPointer { kb in
-                    let last = targets.count
-                    for key in kb {
-                        let t = Int(truncatingIfNeeded: tb[Int(truncatingIfNeeded: (key &- lo) &>> shift)])
-                        let at = f[t]
-                        out[at] = key
-                        f[t] = at &+ (t == last ? 0 : 1)
-                    }
+        keys.withUnsafeBufferPointer { kb in
+            for (t, b) in targets.enumerated() {
+                var c = start[t]
+                let digit = K(truncatingIfNeeded: b)
+                let top = K(truncatingIfNeeded: K.bitWidth - 1)
+                for key in kb {
+                    out[c] = key
+                    // 1 when the key's bucket is `b`: the xor is 0 there and below 2048
+                    // elsewhere, so its negation has the top bit set exactly when it differs.
+                    let other = ((key &- lo) &>> shift) ^ digit
+                    c &+= 1 &- Int(truncatingIfNeeded: (0 &- other) &>> top)
                 }
             }
         }
