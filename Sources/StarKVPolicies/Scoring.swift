@@ -203,16 +203,16 @@ func kthLargestKey<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], _ k: Int
 }
 
 /// The cut of every rank in `ranks` (each in 1...keys.count), results in `ranks`' order. One
-/// pass finds the keys' range, one histograms them into at most 2048 buckets of equal width over
-/// that range (order keys are close to a log scale, so a row's scores spread over the buckets,
-/// whatever their common exponent), and one per bucket that holds a rank gathers its keys into a
-/// small buffer; the cut inside each
-/// such bucket is then a radix select over its few keys (`radixCuts`). Keys equal to a cut all
-/// fall into its bucket, so the bucket's counts are the row's.
+/// pass finds the keys' range, one histograms them into up to 2048 buckets of equal width over
+/// that range (about n/8 buckets; order keys are close to a log scale, so a row's scores spread
+/// over the buckets whatever their common exponent), and one pass per two buckets that hold a
+/// rank gathers their keys; the cut inside each such bucket comes from the same procedure on its
+/// keys (a narrower range each time; a few keys are simply sorted). Keys equal to a cut all fall
+/// into its bucket, so the bucket's counts are the row's.
 func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int]) -> [TopKCut<K>] {
     let n = keys.count
     guard !ranks.isEmpty else { return [] }
-    if n < 512 { return radixCuts(keys, ranks: ranks) }
+    if n < 64 { return sortedCuts(keys, ranks: ranks) }
     var lo = K.max, hi = K.min
     keys.withUnsafeBufferPointer { kb in
         for key in kb {
@@ -222,7 +222,8 @@ func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: 
     }
     if lo == hi { return ranks.map { TopKCut(key: lo, ties: $0, equal: n) } }
     let span = hi &- lo
-    let shift = K(truncatingIfNeeded: Swift.max(0, (K.bitWidth - span.leadingZeroBitCount) - 11))
+    let bits = Swift.max(5, Swift.min(11, (Int.bitWidth - n.leadingZeroBitCount) - 3))
+    let shift = K(truncatingIfNeeded: Swift.max(0, (K.bitWidth - span.leadingZeroBitCount) - bits))
     let buckets = Int(truncatingIfNeeded: span &>> shift) + 1
     // Four interleaved histograms: a row's keys crowd into few buckets, and one histogram
     // would serialise the increments of the same counter.
@@ -252,25 +253,39 @@ func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: 
         bucketOf[slot] = bucket
         rankIn[slot] = ranks[slot] - above
     }
-    // Gather the keys of each distinct rank bucket into its slice of one buffer, one branch-free
-    // pass per bucket (the write after a slice's last key lands on the next slice's first slot,
-    // which that slice's own pass writes later, or on the one slot of slack at the end).
+    // Gather the keys of each distinct rank bucket into its slice of one buffer, two buckets per
+    // branch-free pass. Each slice has one slot of slack after its keys, where the writes of
+    // the keys that do not belong to it land once it is full.
     let targets = Array(Set(bucketOf)).sorted()
     var start = [Int](repeating: 0, count: targets.count + 1)
-    for (t, b) in targets.enumerated() { start[t + 1] = start[t] + Int(histogram[b]) }
-    var gathered = [K](repeating: 0, count: start[targets.count] + 1)
+    for (t, b) in targets.enumerated() { start[t + 1] = start[t] + Int(histogram[b]) + 1 }
+    var gathered = [K](repeating: 0, count: start[targets.count])
     gathered.withUnsafeMutableBufferPointer { out in
         keys.withUnsafeBufferPointer { kb in
-            for (t, b) in targets.enumerated() {
-                var c = start[t]
-                let digit = K(truncatingIfNeeded: b)
-                let top = K(truncatingIfNeeded: K.bitWidth - 1)
-                for key in kb {
-                    out[c] = key
-                    // 1 when the key's bucket is `b`: the xor is 0 there and below 2048
-                    // elsewhere, so its negation has the top bit set exactly when it differs.
-                    let other = ((key &- lo) &>> shift) ^ digit
-                    c &+= 1 &- Int(truncatingIfNeeded: (0 &- other) &>> top)
+            let top = K(truncatingIfNeeded: K.bitWidth - 1)
+            var t = 0
+            while t < targets.count {
+                // Bucket index xor the target: 0 there and below 2048 elsewhere, so its negation
+                // has the top bit set exactly when it differs.
+                let d0 = K(truncatingIfNeeded: targets[t])
+                var c0 = start[t]
+                if t + 1 < targets.count {
+                    let d1 = K(truncatingIfNeeded: targets[t + 1])
+                    var c1 = start[t + 1]
+                    for key in kb {
+                        let d = (key &- lo) &>> shift
+                        out[c0] = key
+                        out[c1] = key
+                        c0 &+= 1 &- Int(truncatingIfNeeded: (0 &- (d ^ d0)) &>> top)
+                        c1 &+= 1 &- Int(truncatingIfNeeded: (0 &- (d ^ d1)) &>> top)
+                    }
+                    t += 2
+                } else {
+                    for key in kb {
+                        out[c0] = key
+                        c0 &+= 1 &- Int(truncatingIfNeeded: (0 &- (((key &- lo) &>> shift) ^ d0)) &>> top)
+                    }
+                    t += 1
                 }
             }
         }
@@ -278,13 +293,27 @@ func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: 
     var out = [TopKCut<K>](repeating: TopKCut(key: 0, ties: 0, equal: 0), count: ranks.count)
     for (t, b) in targets.enumerated() {
         let slots = ranks.indices.filter { bucketOf[$0] == b }
-        let cuts = radixCuts(Array(gathered[start[t]..<start[t + 1]]), ranks: slots.map { rankIn[$0] })
+        let cuts = kthLargestKeys(Array(gathered[start[t]..<(start[t + 1] - 1)]), ranks: slots.map { rankIn[$0] })
         for (i, slot) in slots.enumerated() { out[slot] = cuts[i] }
     }
     return out
 }
 
-/// `kthLargestKeys` by most-significant-digit radix select alone, 8 bits per pass: each pass
+/// The cuts of a few keys, by sorting them (largest first).
+func sortedCuts<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int]) -> [TopKCut<K>] {
+    let sorted = keys.sorted(by: >)
+    return ranks.map { rank in
+        let key = sorted[rank - 1]
+        var first = rank - 1
+        while first > 0 && sorted[first - 1] == key { first -= 1 }
+        var last = rank - 1
+        while last + 1 < sorted.count && sorted[last + 1] == key { last += 1 }
+        return TopKCut(key: key, ties: rank - first, equal: last - first + 1)
+    }
+}
+
+/// `kthLargestKeys` by most-significant-digit radix select alone (the plain method, kept as an
+/// independent check of the bucketed one), 8 bits per pass: each pass
 /// builds one histogram of the current candidates, finds the digit bucket of every rank, and
 /// goes on with the candidates of each bucket that holds a rank (no copy when every candidate is
 /// in it). Ranks that fall into the same bucket share the pass.
