@@ -188,23 +188,27 @@ func floatRow(_ t: Tensor, from start: Int, count: Int) -> [Float] {
     let first = max(0, start)
     let n = max(0, min(count, t.bytes.count / 2 - first))
     return t.bytes.withUnsafeBytes { raw in
-        [Float](unsafeUninitializedCapacity: n) { out, initialized in
-            for i in 0..<n {
-                out[i] = halfToFloat(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: (first + i) * 2, as: UInt16.self)))
+        // Array storage is aligned for any scalar, so the bytes can be read as UInt16 values.
+        raw.withMemoryRebound(to: UInt16.self) { halves in
+            [Float](unsafeUninitializedCapacity: n) { out, initialized in
+                let src = UnsafeBufferPointer(rebasing: halves[first..<(first + n)])
+                for i in 0..<n { out[i] = halfToFloat(UInt16(littleEndian: src[i])) }
+                initialized = n
             }
-            initialized = n
         }
     }
 }
 
 /// The Float value of a binary16 bit pattern, bit for bit `Float(Float16(bitPattern: h))`:
-/// exponent and mantissa moved into place and scaled by 2¹¹² (exact for normal and subnormal
-/// values), infinities kept, NaNs quieted with their payload.
+/// normal values re-biased in the integer domain, subnormals as `m · 2⁻²⁴` (a normal product,
+/// so no subnormal operand slows the FPU), infinities kept, NaNs quieted with their payload.
 @inline(__always) func halfToFloat(_ h: UInt16) -> Float {
     let x = UInt32(h)
     let sign = (x & 0x8000) << 16
-    let magnitude = (x & 0x7FFF) << 13
-    let finite = (Float(bitPattern: magnitude) * 0x1p112).bitPattern
-    let special = magnitude | 0x7F80_0000 | (magnitude > 0x0F80_0000 ? 0x0040_0000 : 0)
-    return Float(bitPattern: (magnitude >= 0x0F80_0000 ? special : finite) | sign)
+    let magnitude = x & 0x7FFF
+    let normal = (magnitude << 13) &+ 0x3800_0000
+    let subnormal = (Float(magnitude) * 0x1p-24).bitPattern
+    let special = (magnitude << 13) | 0x7F80_0000 | (magnitude > 0x7C00 ? 0x0040_0000 : 0)
+    let bits = magnitude < 0x0400 ? subnormal : (magnitude >= 0x7C00 ? special : normal)
+    return Float(bitPattern: bits | sign)
 }
