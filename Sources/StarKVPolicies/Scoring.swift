@@ -160,8 +160,8 @@ struct TopKCut<K: FixedWidthInteger & UnsignedInteger>: Equatable {
 
 /// The positions above `cut` and its first `cut.ties` tied positions, ascending (there are
 /// `k` of them), followed by `tail`. Branch-free: every position is written and the write index
-/// advances only for kept ones; the positions up to the last kept tie keep `key ≥ cut`, the
-/// rest `key > cut`.
+/// advances only for kept ones; until the last kept tie a key equal to the cut is kept, after it
+/// only larger keys.
 func collectTopK<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], cut: TopKCut<K>, count k: Int, then tail: Range<Int>) -> [Int32] {
     let n = keys.count
     let total = k + tail.count
@@ -169,25 +169,20 @@ func collectTopK<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], cut: TopKC
     return [Int32](unsafeUninitializedCapacity: total + 1) { buf, count in
         var c = 0
         keys.withUnsafeBufferPointer { kb in
-            // The last tied position that is kept.
-            var lastTie = n - 1
-            if cut.ties < cut.equal {
-                var seen = 0
-                for j in 0..<n where kb[j] == threshold {
-                    seen += 1
-                    if seen == cut.ties { lastTie = j; break }
-                }
-            }
             var j = 0
-            while j <= lastTie {
+            var ties = cut.ties
+            while ties > 0 && j < n {
+                let key = kb[j]
+                let tie = key == threshold
                 buf[c] = Int32(truncatingIfNeeded: j)
-                c &+= kb[j] >= threshold ? 1 : 0
-                j += 1
+                c &+= key > threshold || tie ? 1 : 0
+                ties &-= tie ? 1 : 0
+                j &+= 1
             }
             while j < n {
                 buf[c] = Int32(truncatingIfNeeded: j)
                 c &+= kb[j] > threshold ? 1 : 0
-                j += 1
+                j &+= 1
             }
         }
         precondition(c == k, "top-k cut does not match its count")
