@@ -351,8 +351,9 @@ public protocol KVPolicy: Sendable {
 
     /// True when the policy scores a step once for several budgets in `compressMany` ("score
     /// once, select many", docs/policies.md "Sweeps"): its scores depend on the budget only
-    /// through the window clamp `min(w, C − 2)`, and no carried state depends on the budget.
-    /// The replay then hands it every budget of a sweep at once (re-prefill loop only).
+    /// through its window clamp (`min(w, C − 2)`) and the budget-independent part of its work is
+    /// shared; budgets whose carried states differ are scored apart (STaR-KV). The replay then
+    /// hands it every budget of a sweep at once (re-prefill loop only).
     var sharesScoresAcrossBudgets: Bool { get }
 
     /// Compresses one step for several budgets of the same policy configuration: `inputs[i]`

@@ -114,83 +114,269 @@ extension Double: RadixOrderedFloat {
     }
 }
 
-/// Positions of the `k` largest `scores`, ties broken by lower position, returned ascending
-/// (docs/algorithms.md §1.4). NaN ranks below every number (it ties with −∞). O(n): a radix select
-/// over order-preserving integer keys finds the k-th largest key, then one ascending pass
-/// collects everything above it and the first tied positions.
-func topKAscending<T: RadixOrderedFloat>(_ scores: [T], count k: Int) -> [Int32] {
+/// The order keys of `scores` (`RadixOrderedFloat.orderKey`), one per position.
+func orderKeys<T: RadixOrderedFloat>(_ scores: [T]) -> [T.OrderKey] {
     let n = scores.count
-    if k <= 0 || n == 0 { return [] }
-    if k >= n { return allPositions(n) }
-    let keys = [T.OrderKey](unsafeUninitializedCapacity: n) { buf, count in
+    return [T.OrderKey](unsafeUninitializedCapacity: n) { buf, count in
         scores.withUnsafeBufferPointer { src in
             for j in 0..<n { buf[j] = src[j].orderKey }
         }
         count = n
     }
-    let threshold = kthLargestKey(keys, k)
-    var greater = 0
-    for key in keys where key > threshold { greater += 1 }
-    var ties = k - greater
-    var out = [Int32]()
-    out.reserveCapacity(k)
-    keys.withUnsafeBufferPointer { kb in
-        for j in 0..<n {
-            let key = kb[j]
-            if key > threshold {
-                out.append(Int32(j))
-            } else if key == threshold && ties > 0 {
-                out.append(Int32(j))
-                ties -= 1
+}
+
+/// Positions of the `k` largest `scores`, ties broken by lower position, returned ascending
+/// (docs/algorithms.md §1.4). NaN ranks below every number (it ties with −∞). O(n): a radix select
+/// over order-preserving integer keys finds the k-th largest key, then one ascending pass
+/// collects everything above it and the first tied positions.
+func topKAscending<T: RadixOrderedFloat>(_ scores: [T], count k: Int) -> [Int32] {
+    topKAscending(scores, count: k, then: 0..<0)
+}
+
+/// `withWindow(topKAscending(scores, count: k), past: scores.count, promptLength: l)` in one
+/// pass: the k best positions of `scores` (length P), ascending, followed by the window [P, L).
+func topKWithWindow<T: RadixOrderedFloat>(_ scores: [T], count k: Int, promptLength l: Int) -> [Int32] {
+    topKAscending(scores, count: k, then: scores.count..<max(scores.count, l))
+}
+
+/// The k best positions of `scores` (ascending) followed by the positions of `tail`.
+func topKAscending<T: RadixOrderedFloat>(_ scores: [T], count k: Int, then tail: Range<Int>) -> [Int32] {
+    let n = scores.count
+    if k <= 0 || n == 0 { return tail.map { Int32($0) } }
+    if k >= n { return allPositions(n) + tail.map { Int32($0) } }
+    let keys = orderKeys(scores)
+    let cut = kthLargestKeys(keys, ranks: [k])[0]
+    return collectTopK(keys, cut: cut, count: k, then: tail)
+}
+
+/// Where the k best of a row end: the k-th largest key, how many positions hold exactly that key
+/// (`equal`) and how many of them belong to the k best (`ties`: the lowest ones; every larger key
+/// belongs).
+struct TopKCut<K: FixedWidthInteger & UnsignedInteger>: Equatable {
+    var key: K
+    var ties: Int
+    var equal: Int
+}
+
+/// The positions above `cut` and its first `cut.ties` tied positions, ascending (there are
+/// `k` of them), followed by `tail`. Branch-free: every position is written and the write index
+/// advances only for kept ones; until the last kept tie a key equal to the cut is kept, after it
+/// only larger keys.
+func collectTopK<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], cut: TopKCut<K>, count k: Int, then tail: Range<Int>) -> [Int32] {
+    let n = keys.count
+    let total = k + tail.count
+    let threshold = cut.key
+    return [Int32](unsafeUninitializedCapacity: total + 1) { buf, count in
+        var c = 0
+        keys.withUnsafeBufferPointer { kb in
+            var j = 0
+            var ties = cut.ties
+            while ties > 0 && j < n {
+                let key = kb[j]
+                let tie = key == threshold
+                buf[c] = Int32(truncatingIfNeeded: j)
+                c &+= key > threshold || tie ? 1 : 0
+                ties &-= tie ? 1 : 0
+                j &+= 1
+            }
+            while j < n {
+                buf[c] = Int32(truncatingIfNeeded: j)
+                c &+= kb[j] > threshold ? 1 : 0
+                j &+= 1
             }
         }
+        precondition(c == k, "top-k cut does not match its count")
+        for j in tail { buf[c] = Int32(truncatingIfNeeded: j); c += 1 }
+        count = c
     }
-    return out
 }
 
 /// The k-th largest (1-based) of `keys` by most-significant-digit radix select, 8 bits per pass;
 /// each pass keeps only the candidates in the chosen digit bucket.
 func kthLargestKey<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], _ k: Int) -> K {
+    kthLargestKeys(keys, ranks: [k])[0].key
+}
+
+/// The cut of every rank in `ranks` (each in 1...keys.count), results in `ranks`' order. One
+/// pass finds the keys' range, one histograms them into up to 2048 buckets of equal width over
+/// that range (about n/8 buckets; order keys are close to a log scale, so a row's scores spread
+/// over the buckets whatever their common exponent), and one pass per two buckets that hold a
+/// rank gathers their keys; the cut inside each such bucket comes from the same procedure on its
+/// keys (a narrower range each time; a few keys are simply sorted). Keys equal to a cut all fall
+/// into its bucket, so the bucket's counts are the row's.
+func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int]) -> [TopKCut<K>] {
+    let n = keys.count
+    guard !ranks.isEmpty else { return [] }
+    if n < 64 { return sortedCuts(keys, ranks: ranks) }
+    var lo = K.max, hi = K.min
+    keys.withUnsafeBufferPointer { kb in
+        for key in kb {
+            lo = Swift.min(lo, key)
+            hi = Swift.max(hi, key)
+        }
+    }
+    if lo == hi { return ranks.map { TopKCut(key: lo, ties: $0, equal: n) } }
+    let span = hi &- lo
+    let bits = Swift.max(5, Swift.min(11, (Int.bitWidth - n.leadingZeroBitCount) - 3))
+    let shift = K(truncatingIfNeeded: Swift.max(0, (K.bitWidth - span.leadingZeroBitCount) - bits))
+    let buckets = Int(truncatingIfNeeded: span &>> shift) + 1
+    // Four interleaved histograms: a row's keys crowd into few buckets, and one histogram
+    // would serialise the increments of the same counter.
+    var histogram = [Int32](repeating: 0, count: 4 * buckets)
+    histogram.withUnsafeMutableBufferPointer { hist in
+        keys.withUnsafeBufferPointer { kb in
+            var i = 0
+            while i + 4 <= n {
+                hist[Int(truncatingIfNeeded: (kb[i] &- lo) &>> shift)] &+= 1
+                hist[buckets + Int(truncatingIfNeeded: (kb[i + 1] &- lo) &>> shift)] &+= 1
+                hist[2 * buckets + Int(truncatingIfNeeded: (kb[i + 2] &- lo) &>> shift)] &+= 1
+                hist[3 * buckets + Int(truncatingIfNeeded: (kb[i + 3] &- lo) &>> shift)] &+= 1
+                i += 4
+            }
+            while i < n { hist[Int(truncatingIfNeeded: (kb[i] &- lo) &>> shift)] &+= 1; i += 1 }
+            for b in 0..<buckets { hist[b] &+= hist[buckets + b] &+ hist[2 * buckets + b] &+ hist[3 * buckets + b] }
+        }
+    }
+    // The bucket of every rank, scanning from the largest keys down.
+    let order = ranks.indices.sorted { ranks[$0] < ranks[$1] }
+    var bucketOf = [Int](repeating: 0, count: ranks.count)
+    var rankIn = [Int](repeating: 0, count: ranks.count)
+    var bucket = buckets - 1
+    var above = 0
+    for slot in order {
+        while above + Int(histogram[bucket]) < ranks[slot] { above += Int(histogram[bucket]); bucket -= 1 }
+        bucketOf[slot] = bucket
+        rankIn[slot] = ranks[slot] - above
+    }
+    // Gather the keys of each distinct rank bucket into its slice of one buffer, two buckets per
+    // branch-free pass. Each slice has one slot of slack after its keys, where the writes of
+    // the keys that do not belong to it land once it is full.
+    let targets = Array(Set(bucketOf)).sorted()
+    var start = [Int](repeating: 0, count: targets.count + 1)
+    for (t, b) in targets.enumerated() { start[t + 1] = start[t] + Int(histogram[b]) + 1 }
+    var gathered = [K](repeating: 0, count: start[targets.count])
+    gathered.withUnsafeMutableBufferPointer { out in
+        keys.withUnsafeBufferPointer { kb in
+            let top = K(truncatingIfNeeded: K.bitWidth - 1)
+            var t = 0
+            while t < targets.count {
+                // Bucket index xor the target: 0 there and below 2048 elsewhere, so its negation
+                // has the top bit set exactly when it differs.
+                let d0 = K(truncatingIfNeeded: targets[t])
+                var c0 = start[t]
+                if t + 1 < targets.count {
+                    let d1 = K(truncatingIfNeeded: targets[t + 1])
+                    var c1 = start[t + 1]
+                    for key in kb {
+                        let d = (key &- lo) &>> shift
+                        out[c0] = key
+                        out[c1] = key
+                        c0 &+= 1 &- Int(truncatingIfNeeded: (0 &- (d ^ d0)) &>> top)
+                        c1 &+= 1 &- Int(truncatingIfNeeded: (0 &- (d ^ d1)) &>> top)
+                    }
+                    t += 2
+                } else {
+                    for key in kb {
+                        out[c0] = key
+                        c0 &+= 1 &- Int(truncatingIfNeeded: (0 &- (((key &- lo) &>> shift) ^ d0)) &>> top)
+                    }
+                    t += 1
+                }
+            }
+        }
+    }
+    var out = [TopKCut<K>](repeating: TopKCut(key: 0, ties: 0, equal: 0), count: ranks.count)
+    for (t, b) in targets.enumerated() {
+        let slots = ranks.indices.filter { bucketOf[$0] == b }
+        let cuts = kthLargestKeys(Array(gathered[start[t]..<(start[t + 1] - 1)]), ranks: slots.map { rankIn[$0] })
+        for (i, slot) in slots.enumerated() { out[slot] = cuts[i] }
+    }
+    return out
+}
+
+/// The cuts of a few keys, by sorting them (largest first).
+func sortedCuts<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int]) -> [TopKCut<K>] {
+    let sorted = keys.sorted(by: >)
+    return ranks.map { rank in
+        let key = sorted[rank - 1]
+        var first = rank - 1
+        while first > 0 && sorted[first - 1] == key { first -= 1 }
+        var last = rank - 1
+        while last + 1 < sorted.count && sorted[last + 1] == key { last += 1 }
+        return TopKCut(key: key, ties: rank - first, equal: last - first + 1)
+    }
+}
+
+/// `kthLargestKeys` by most-significant-digit radix select alone (the plain method, kept as an
+/// independent check of the bucketed one), 8 bits per pass: each pass
+/// builds one histogram of the current candidates, finds the digit bucket of every rank, and
+/// goes on with the candidates of each bucket that holds a rank (no copy when every candidate is
+/// in it). Ranks that fall into the same bucket share the pass.
+func radixCuts<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int]) -> [TopKCut<K>] {
+    var out = [TopKCut<K>](repeating: TopKCut(key: 0, ties: 0, equal: 0), count: ranks.count)
+    guard !ranks.isEmpty else { return out }
+    let sortedRanks = ranks.enumerated().map { (slot: $0.offset, rank: $0.element) }.sorted { $0.rank < $1.rank }
+    var work: [(candidates: [K], shift: Int, wants: [(slot: Int, rank: Int)])] = [(keys, K.bitWidth - 8, sortedRanks)]
     var histogram = [Int](repeating: 0, count: 1024)
-    var candidates = keys  // shares storage until the first pass filters it
-    var rank = k
-    var shift = K.bitWidth - 8
-    return histogram.withUnsafeMutableBufferPointer { hist -> K in
-        while true {
-            let (bucket, found): (Int, K?) = candidates.withUnsafeBufferPointer { buf in
+    while let (candidates, shift, wants) = work.popLast() {
+        let s = K(truncatingIfNeeded: shift)
+        histogram.withUnsafeMutableBufferPointer { hist in
+            candidates.withUnsafeBufferPointer { buf in
                 let n = buf.count
-                // Four interleaved histograms: scores share their top digits, and one
-                // histogram would serialise every increment on the same counter.
+                // Four interleaved histograms: scores share their top digits, and one histogram
+                // would serialise every increment on the same counter.
                 for b in 0..<1024 { hist[b] = 0 }
                 var i = 0
                 while i + 4 <= n {
-                    hist[Int(truncatingIfNeeded: buf[i] >> K(shift)) & 0xFF] += 1
-                    hist[256 + Int(truncatingIfNeeded: buf[i + 1] >> K(shift)) & 0xFF] += 1
-                    hist[512 + Int(truncatingIfNeeded: buf[i + 2] >> K(shift)) & 0xFF] += 1
-                    hist[768 + Int(truncatingIfNeeded: buf[i + 3] >> K(shift)) & 0xFF] += 1
+                    hist[Int(truncatingIfNeeded: buf[i] &>> s) & 0xFF] += 1
+                    hist[256 + Int(truncatingIfNeeded: buf[i + 1] &>> s) & 0xFF] += 1
+                    hist[512 + Int(truncatingIfNeeded: buf[i + 2] &>> s) & 0xFF] += 1
+                    hist[768 + Int(truncatingIfNeeded: buf[i + 3] &>> s) & 0xFF] += 1
                     i += 4
                 }
-                while i < n { hist[Int(truncatingIfNeeded: buf[i] >> K(shift)) & 0xFF] += 1; i += 1 }
+                while i < n { hist[Int(truncatingIfNeeded: buf[i] &>> s) & 0xFF] += 1; i += 1 }
                 for b in 0..<256 { hist[b] += hist[256 + b] + hist[512 + b] + hist[768 + b] }
-                var bucket = 255
-                var above = 0
-                while above + hist[bucket] < rank { above += hist[bucket]; bucket -= 1 }
-                rank -= above
-                if shift == 0 || hist[bucket] == 1 {
-                    // The bucket's keys share every digit so far: at the last digit they are
-                    // all equal, and a lone candidate is the answer.
-                    for i in 0..<n where Int(truncatingIfNeeded: buf[i] >> K(shift)) & 0xFF == bucket { return (bucket, buf[i]) }
+            }
+        }
+        var bucket = 255
+        var above = 0
+        var w = 0
+        while w < wants.count {
+            while above + histogram[bucket] < wants[w].rank { above += histogram[bucket]; bucket -= 1 }
+            let inBucket = histogram[bucket]
+            var group: [(slot: Int, rank: Int)] = []
+            while w < wants.count && wants[w].rank <= above + inBucket {
+                group.append((wants[w].slot, wants[w].rank - above))
+                w += 1
+            }
+            let digit = bucket
+            if shift == 0 || inBucket == 1 {
+                // The bucket's keys share every digit so far: at the last digit they are all
+                // equal (the cut's ties are its rank among them), and a lone candidate is the
+                // answer (rank 1).
+                let key = candidates.first { Int(truncatingIfNeeded: $0 &>> s) & 0xFF == digit }!
+                for g in group { out[g.slot] = TopKCut(key: key, ties: g.rank, equal: inBucket) }
+            } else if inBucket == candidates.count {
+                // Scores of one row often share their top digits: no copy when every candidate is in the bucket.
+                work.append((candidates, shift - 8, group))
+            } else {
+                // The bucket's candidates, in order, by a branch-free pass (one slot of slack
+                // for the write after the last one).
+                let next = [K](unsafeUninitializedCapacity: inBucket + 1) { dst, count in
+                    var c = 0
+                    candidates.withUnsafeBufferPointer { buf in
+                        for key in buf {
+                            dst[c] = key
+                            c &+= Int(truncatingIfNeeded: key &>> s) & 0xFF == digit ? 1 : 0
+                        }
+                    }
+                    count = c
                 }
-                return (bucket, nil)
+                work.append((next, shift - 8, group))
             }
-            if let found { return found }
-            // Scores of one row often share their top digits: no copy when every candidate is in the bucket.
-            if hist[bucket] != candidates.count {
-                candidates = candidates.filter { Int(truncatingIfNeeded: $0 >> K(shift)) & 0xFF == bucket }
-            }
-            shift -= 8
         }
     }
+    return out
 }
 
 /// Merges selected past positions (ascending, all < P) with the window [P, L).
@@ -331,97 +517,74 @@ import Darwin
 @inline(__always) func powDouble(_ x: Double, _ y: Double) -> Double { pow(x, y) }
 @inline(__always) func log2Double(_ x: Double) -> Double { x > 0 ? log2(x) : 0 }
 
-/// One ordering of a score row that answers `topKAscending` for any k ("score once, select
-/// many", docs/policies.md "Sweeps"): positions ranked by score, descending, ties by lower
-/// position (NaN below every number, −0 = +0, as `topKAscending`, docs/algorithms.md §1.4).
-/// Built by a stable LSD radix sort of the order keys (O(n)); each k is then one pass.
-struct ScoreRanking {
-    /// `rank[j]`: how many positions come before position j in the ordering.
-    let rank: [Int32]
+/// One score row prepared for several top-k's ("score once, select many", docs/policies.md
+/// "Sweeps"): the order keys computed once and the cut of every k the sweep needs found by one
+/// shared radix select (`kthLargestKeys`); each k is then one pass. `topKAscending(count:)` equals
+/// the free `topKAscending(scores, count:)` for every k (positions ranked by score, descending,
+/// ties by lower position, NaN below every number, −0 = +0; docs/algorithms.md §1.4); a k that was
+/// not prepared costs one more select.
+struct ScoreRanking<T: RadixOrderedFloat> {
+    /// Order keys of the row.
+    let keys: [T.OrderKey]
+    private let prepared: [Int]
+    private let cuts: [TopKCut<T.OrderKey>]
 
-    init(_ scores: [Float]) {
-        let n = scores.count
-        // Sort by the complemented key ascending = key descending; LSD radix sort is stable, so
-        // equal keys keep ascending positions.
-        var keys = [UInt32](unsafeUninitializedCapacity: n) { buf, count in
-            scores.withUnsafeBufferPointer { src in for j in 0..<n { buf[j] = ~src[j].orderKey } }
-            count = n
-        }
-        var order = [Int32](unsafeUninitializedCapacity: n) { buf, count in
-            for j in 0..<n { buf[j] = Int32(j) }
-            count = n
-        }
-        var keys2 = [UInt32](repeating: 0, count: n)
-        var order2 = [Int32](repeating: 0, count: n)
-        var counts = [Int](repeating: 0, count: 256)
-        for shift in stride(from: 0, to: 32, by: 8) {
-            let s = UInt32(shift)
-            var allSame = false
-            keys.withUnsafeBufferPointer { kb in
-                counts.withUnsafeMutableBufferPointer { c in
-                    for b in 0..<256 { c[b] = 0 }
-                    for j in 0..<n { c[Int((kb[j] >> s) & 0xFF)] += 1 }
-                    if n > 0 && c[Int((kb[0] >> s) & 0xFF)] == n { allSame = true; return }
-                    var sum = 0
-                    for b in 0..<256 { let x = c[b]; c[b] = sum; sum += x }
-                    keys2.withUnsafeMutableBufferPointer { k2 in
-                        order2.withUnsafeMutableBufferPointer { o2 in
-                            order.withUnsafeBufferPointer { ob in
-                                for j in 0..<n {
-                                    let d = Int((kb[j] >> s) & 0xFF)
-                                    let at = c[d]
-                                    c[d] = at + 1
-                                    k2[at] = kb[j]
-                                    o2[at] = ob[j]
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            if !allSame {
-                swap(&keys, &keys2)
-                swap(&order, &order2)
-            }
-        }
-        var rank = [Int32](repeating: 0, count: n)
-        rank.withUnsafeMutableBufferPointer { r in
-            order.withUnsafeBufferPointer { o in for i in 0..<n { r[Int(o[i])] = Int32(i) } }
-        }
-        self.rank = rank
+    /// Prepares `scores` for the top-k of every k in `counts` (k ≤ 0 and k ≥ n need no cut).
+    init(_ scores: [T], counts: [Int]) {
+        self.init(keys: orderKeys(scores), counts: counts)
+    }
+
+    /// Prepares a row given by its order keys.
+    init(keys: [T.OrderKey], counts: [Int]) {
+        self.keys = keys
+        let n = keys.count
+        prepared = Array(Set(counts.filter { $0 > 0 && $0 < n })).sorted()
+        cuts = kthLargestKeys(keys, ranks: prepared)
     }
 
     /// Positions of the `k` best, ascending: the same as `topKAscending(scores, count: k)`.
-    func topKAscending(count k: Int) -> [Int32] {
-        let n = rank.count
-        if k <= 0 || n == 0 { return [] }
-        if k >= n { return allPositions(n) }
-        var out = [Int32]()
-        out.reserveCapacity(k)
-        let bound = Int32(k)
-        rank.withUnsafeBufferPointer { r in
-            for j in 0..<n where r[j] < bound { out.append(Int32(j)) }
+    func topKAscending(count k: Int) -> [Int32] { topKAscending(count: k, then: 0..<0) }
+
+    /// The `k` best positions followed by the window [n, l): the same as
+    /// `withWindow(topKAscending(scores, count: k), past: n, promptLength: l)`.
+    func topKWithWindow(count k: Int, promptLength l: Int) -> [Int32] {
+        topKAscending(count: k, then: keys.count..<max(keys.count, l))
+    }
+
+    /// The `k` best positions, ascending, followed by `tail`.
+    func topKAscending(count k: Int, then tail: Range<Int>) -> [Int32] {
+        let n = keys.count
+        if k <= 0 || n == 0 { return tail.map { Int32($0) } }
+        if k >= n { return allPositions(n) + tail.map { Int32($0) } }
+        let cut: TopKCut<T.OrderKey>
+        if let i = prepared.firstIndex(of: k) {
+            cut = cuts[i]
+        } else {
+            cut = kthLargestKeys(keys, ranks: [k])[0]
         }
-        return out
+        return collectTopK(keys, cut: cut, count: k, then: tail)
     }
 }
 
 extension KVPolicy {
     /// `compressMany` for a policy whose scores depend on the budget only through the clamped
-    /// window (docs/policies.md "Sweeps"): the inputs whose plans compress with the same window
-    /// are scored once by `shared` (one `BudgetPlan` each, results in that order: kept sets and
-    /// scoring FLOPs); every other input goes through `compress`. Notes raised while scoring a
-    /// group reach every member's collector, as they would one compress call at a time.
+    /// window (docs/policies.md "Sweeps"): the inputs whose plans compress (`compresses`) with
+    /// the same window — and, with `groupByState`, carry equal states — are scored once by
+    /// `shared` (one `BudgetPlan` each, outputs in that order; it receives the group's common
+    /// state); every other input goes through `compress`. Without `groupByState` each output
+    /// carries its input's own state. Notes raised while scoring a group reach every member's
+    /// collector, as they would one compress call at a time.
     func sharingScores(
-        _ inputs: [PolicyStepInput], states: [PolicyState], window: Int, clamp: WindowClamp,
-        _ shared: (StepFields, [BudgetPlan]) throws -> [(layers: [LayerSelection], flops: Double)]
+        _ inputs: [PolicyStepInput], states: [PolicyState], window: Int, clamp: WindowClamp, groupByState: Bool = false,
+        compresses: (BudgetPlan) -> Bool = { $0.compresses },
+        _ shared: (StepFields, [BudgetPlan], PolicyState) throws -> [PolicyStepOutput]
     ) -> [Result<PolicyStepOutput, any Error>] {
         var results = [Result<PolicyStepOutput, any Error>?](repeating: nil, count: inputs.count)
         var groups: [(window: Int, members: [Int], plans: [BudgetPlan])] = []
         for (i, input) in inputs.enumerated() {
             let plan = BudgetPlan(promptLength: input.step.promptLength, budget: input.budget, window: window, clamp: clamp)
-            guard plan.compresses else { continue }
-            if let g = groups.firstIndex(where: { $0.window == plan.window }) {
+            guard compresses(plan) else { continue }
+            if let g = groups.firstIndex(where: { $0.window == plan.window && (!groupByState || states[$0.members[0]] == states[i]) }) {
                 groups[g].members.append(i)
                 groups[g].plans.append(plan)
             } else {
@@ -432,13 +595,26 @@ extension KVPolicy {
             let notes = PolicyNotes()
             var first = inputs[g.members[0]]
             first.notes = notes
-            let outcome = Result { try shared(try StepFields(policy: Self.policyName, input: first), g.plans) }
+            let common = states[g.members[0]]
+            let outcome = Result { try shared(try StepFields(policy: Self.policyName, input: first), g.plans, common) }
             for (j, i) in g.members.enumerated() {
                 inputs[i].notes?.add(contentsOf: notes)
-                results[i] = outcome.map { PolicyStepOutput(layers: $0[j].layers, scoringFLOPs: $0[j].flops, state: states[i]) }
+                results[i] = outcome.map { outputs in
+                    var out = outputs[j]
+                    if !groupByState { out.state = states[i] }
+                    return out
+                }
             }
         }
         for i in inputs.indices where results[i] == nil { results[i] = Result { try compress(inputs[i], state: states[i]) } }
         return results.map { $0! }
     }
 }
+
+/// A row prepared for top-k's, whatever its score type (`ScoreRanking` over Float or Double).
+protocol TopKRow {
+    func topKAscending(count k: Int) -> [Int32]
+    func topKWithWindow(count k: Int, promptLength l: Int) -> [Int32]
+}
+
+extension ScoreRanking: TopKRow {}

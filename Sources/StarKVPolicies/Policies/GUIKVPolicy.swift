@@ -121,7 +121,7 @@ public struct GUIKVPolicy: KVPolicy {
                     }
                 }
             }
-            var rows = heads.map { withWindow(topKAscending($0, count: k), past: past, promptLength: l) }
+            var rows = heads.map { topKWithWindow($0, count: k, promptLength: l) }
             if granularity == .kvHead { rows = (0..<hkv).map { rows[$0 * g] } }
             layers.append(LayerSelection(layer: layer, granularity: granularity, keptIndices: rows, capacityTokens: plan.capacity, windowTokens: plan.window, compressed: true))
         }
@@ -156,7 +156,7 @@ public struct GUIKVPolicy: KVPolicy {
     }
 
     public func compressMany(_ inputs: [PolicyStepInput], states: [PolicyState]) -> [Result<PolicyStepOutput, any Error>] {
-        sharingScores(inputs, states: states, window: window, clamp: .reference) { fields, plans in
+        sharingScores(inputs, states: states, window: window, clamp: .reference) { fields, plans, state in
             let step = fields.step
             let l = step.promptLength
             let m = fields.header.model
@@ -179,28 +179,31 @@ public struct GUIKVPolicy: KVPolicy {
                     addSpatialBoost(to: &heads, norms: norms[off..<(off + cur.length)], current: cur, past: past, numerics: fields.numerics)
                 }
                 let zeroing = temporal && multiImage
-                // The residual orderings (most redundant first), once for every budget.
+                let counts = plans.map { min($0.capacity - $0.window, past) }
+                // The residual rows (most redundant first) prepared once for every budget's count.
                 let residRanks = zeroing && zeroCounts.contains(where: { $0 > 0 })
-                    ? try fields.guikvResiduals(layer: layer).map { row in ScoreRanking(row.map { -$0 }) } : []
-                var plain: [ScoreRanking]? = nil
+                    ? try fields.guikvResiduals(layer: layer).map { row in ScoreRanking(row.map { -$0 }, counts: zeroCounts) } : []
+                // Each head's order keys once; budgets with nothing to zero select from them directly.
+                let plainCounts = plans.indices.filter { !(zeroing && zeroCounts[$0] > 0) }.map { counts[$0] }
+                let ranked = heads.map { ScoreRanking($0, counts: plainCounts) }
+                let zeroKey = Float(0).orderKey
                 for (b, plan) in plans.enumerated() {
-                    let k = min(plan.capacity - plan.window, past)
+                    let k = counts[b]
                     var rows: [[Int32]]
                     if zeroing, zeroCounts[b] > 0 {
-                        var scored = heads
+                        rows = []
+                        rows.reserveCapacity(h)
                         for grp in 0..<hkv {
-                            let chosen = residRanks[grp].topKAscending(count: zeroCounts[b])
+                            let zeroed = residRanks[grp].topKAscending(count: zeroCounts[b]).map { prevPositions[Int($0)] }.filter { $0 < past }
                             for hh in (grp * g)..<((grp + 1) * g) {
-                                for idx in chosen {
-                                    let pos = prevPositions[Int(idx)]
-                                    if pos < past { scored[hh][pos] = 0 }
-                                }
+                                // The head's keys with the zeroed positions at the key of 0.
+                                var keys = ranked[hh].keys
+                                keys.withUnsafeMutableBufferPointer { kb in for pos in zeroed { kb[pos] = zeroKey } }
+                                rows.append(ScoreRanking<Float>(keys: keys, counts: [k]).topKWithWindow(count: k, promptLength: l))
                             }
                         }
-                        rows = scored.map { withWindow(topKAscending($0, count: k), past: past, promptLength: l) }
                     } else {
-                        if plain == nil { plain = heads.map { ScoreRanking($0) } }
-                        rows = plain!.map { withWindow($0.topKAscending(count: k), past: past, promptLength: l) }
+                        rows = ranked.map { $0.topKWithWindow(count: k, promptLength: l) }
                     }
                     if granularity == .kvHead { rows = (0..<hkv).map { rows[$0 * g] } }
                     layers[b].append(LayerSelection(
@@ -211,7 +214,7 @@ public struct GUIKVPolicy: KVPolicy {
             let flops = Self.scoringFLOPs(
                 model: m, promptLength: l, window: w, kernel: kernel, currentVisual: current?.length ?? 0,
                 previousVisual: prevPositions.count, spatial: alpha > 0, temporal: temporal && multiImage, qrPerQueryHead: qrPerQueryHead)
-            return layers.map { ($0, flops) }
+            return layers.map { PolicyStepOutput(layers: $0, scoringFLOPs: flops, state: state) }
         }
     }
 }

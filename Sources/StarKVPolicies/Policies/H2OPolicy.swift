@@ -51,7 +51,7 @@ public struct H2OPolicy: KVPolicy {
                 // is replayed in this numerics), docs/algorithms.md §12.
                 if input.numerics == .bf16Reference { rows = rows.map { $0.map(bf16Round) } }
                 let k = min(plan.capacity - plan.window, plan.past)
-                let kept = rows.map { withWindow(topKAscending($0, count: k), past: plan.past, promptLength: l) }
+                let kept = rows.map { topKWithWindow($0, count: k, promptLength: l) }
                 layers.append(LayerSelection(layer: layer, granularity: .queryHead, keptIndices: kept, capacityTokens: plan.capacity, windowTokens: plan.window, compressed: true))
             }
         }
@@ -59,5 +59,48 @@ public struct H2OPolicy: KVPolicy {
         let L = Double(l), h = Double(m.numQueryHeads)
         let flops = Double(m.numLayers) * (2 * h * L * L * Double(m.headDim) + 3 * h * L * L)
         return PolicyStepOutput(layers: layers, scoringFLOPs: flops, state: state)
+    }
+
+    /// Scores (the column sums, or the observed variant's normalized group means) do not depend
+    /// on the budget: budgets with the same clamped window share them and one radix select per
+    /// row gives every budget's cut (docs/policies.md "Sweeps").
+    public var sharesScoresAcrossBudgets: Bool { true }
+
+    public func compressMany(_ inputs: [PolicyStepInput], states: [PolicyState]) -> [Result<PolicyStepOutput, any Error>] {
+        sharingScores(
+            inputs, states: states, window: observed ? 0 : window, clamp: observed ? .none : .reference,
+            compresses: { [observed] in $0.compresses && ($0.capacity < $0.promptLength || !observed) }
+        ) { fields, plans, state in
+            let l = fields.promptLength
+            let m = fields.header.model
+            var layers = [[LayerSelection]](repeating: [], count: plans.count)
+            for layer in 0..<fields.numLayers {
+                if observed {
+                    let rows = try fields.headRows(TraceField.colsumAll, layer: layer, columns: l)
+                    let normalized = rows.map { r in (0..<l).map { r[$0] / Float(l - $0) } }
+                    let counts = plans.map(\.capacity)
+                    let ranked = groupMeans(normalized, kvHeads: fields.numKVHeads).map { ScoreRanking($0, counts: counts) }
+                    for (b, plan) in plans.enumerated() {
+                        layers[b].append(LayerSelection(
+                            layer: layer, granularity: .kvHead, keptIndices: ranked.map { $0.topKAscending(count: plan.capacity) },
+                            capacityTokens: plan.capacity, windowTokens: 0, compressed: true))
+                    }
+                } else {
+                    let past = plans[0].past
+                    var rows = try fields.headRows(TraceField.colsumAll, layer: layer, columns: past)
+                    if fields.numerics == .bf16Reference { rows = rows.map { $0.map(bf16Round) } }
+                    let counts = plans.map { min($0.capacity - $0.window, $0.past) }
+                    let ranked = rows.map { ScoreRanking($0, counts: counts) }
+                    for (b, plan) in plans.enumerated() {
+                        layers[b].append(LayerSelection(
+                            layer: layer, granularity: .queryHead, keptIndices: ranked.map { $0.topKWithWindow(count: counts[b], promptLength: l) },
+                            capacityTokens: plan.capacity, windowTokens: plan.window, compressed: true))
+                    }
+                }
+            }
+            let L = Double(l), h = Double(m.numQueryHeads)
+            let flops = Double(m.numLayers) * (2 * h * L * L * Double(m.headDim) + 3 * h * L * L)
+            return layers.map { PolicyStepOutput(layers: $0, scoringFLOPs: flops, state: state) }
+        }
     }
 }

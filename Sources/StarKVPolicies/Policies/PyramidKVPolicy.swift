@@ -61,7 +61,7 @@ public struct PyramidKVPolicy: KVPolicy {
         var layers: [LayerSelection] = []
         for layer in 0..<fields.numLayers {
             let scores = try pooledWindowScores(fields, layer: layer, window: plan.window, past: plan.past, kernel: kernel, pooling: pooling)
-            let rows = scores.map { withWindow(topKAscending($0, count: caps[layer]), past: plan.past, promptLength: l) }
+            let rows = scores.map { topKWithWindow($0, count: caps[layer], promptLength: l) }
             layers.append(LayerSelection(layer: layer, granularity: .queryHead, keptIndices: rows, capacityTokens: caps[layer] + plan.window, windowTokens: plan.window, compressed: true))
         }
         let flops = snapKVScoringFLOPs(input.header.model, promptLength: l, window: plan.window, kernel: kernel)
@@ -73,7 +73,7 @@ public struct PyramidKVPolicy: KVPolicy {
     public var sharesScoresAcrossBudgets: Bool { true }
 
     public func compressMany(_ inputs: [PolicyStepInput], states: [PolicyState]) -> [Result<PolicyStepOutput, any Error>] {
-        sharingScores(inputs, states: states, window: window, clamp: .reference) { fields, plans in
+        sharingScores(inputs, states: states, window: window, clamp: .reference) { fields, plans, state in
             let l = fields.promptLength
             let w = plans[0].window, past = plans[0].past
             let caps = plans.map {
@@ -82,16 +82,16 @@ public struct PyramidKVPolicy: KVPolicy {
             var layers = [[LayerSelection]](repeating: [], count: plans.count)
             for layer in 0..<fields.numLayers {
                 let scores = try pooledWindowScores(fields, layer: layer, window: w, past: past, kernel: kernel, pooling: pooling)
-                let ranked = scores.map { ScoreRanking($0) }
+                let ranked = scores.map { row in ScoreRanking(row, counts: caps.map { $0[layer] }) }
                 for (g, plan) in plans.enumerated() {
-                    let rows = ranked.map { withWindow($0.topKAscending(count: caps[g][layer]), past: past, promptLength: l) }
+                    let rows = ranked.map { $0.topKWithWindow(count: caps[g][layer], promptLength: l) }
                     layers[g].append(LayerSelection(
                         layer: layer, granularity: .queryHead, keptIndices: rows, capacityTokens: caps[g][layer] + plan.window,
                         windowTokens: plan.window, compressed: true))
                 }
             }
             let flops = snapKVScoringFLOPs(fields.header.model, promptLength: l, window: w, kernel: kernel)
-            return layers.map { ($0, flops) }
+            return layers.map { PolicyStepOutput(layers: $0, scoringFLOPs: flops, state: state) }
         }
     }
 }

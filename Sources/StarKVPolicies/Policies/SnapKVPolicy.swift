@@ -46,7 +46,7 @@ public struct SnapKVPolicy: KVPolicy {
         var layers: [LayerSelection] = []
         for layer in 0..<fields.numLayers {
             let scores = try pooledWindowScores(fields, layer: layer, window: plan.window, past: plan.past, kernel: kernel, pooling: pooling)
-            let rows = scores.map { withWindow(topKAscending($0, count: k), past: plan.past, promptLength: l) }
+            let rows = scores.map { topKWithWindow($0, count: k, promptLength: l) }
             layers.append(LayerSelection(
                 layer: layer, granularity: .queryHead, keptIndices: rows, capacityTokens: plan.capacity,
                 windowTokens: plan.window, compressed: true))
@@ -60,23 +60,23 @@ public struct SnapKVPolicy: KVPolicy {
     public var sharesScoresAcrossBudgets: Bool { true }
 
     public func compressMany(_ inputs: [PolicyStepInput], states: [PolicyState]) -> [Result<PolicyStepOutput, any Error>] {
-        sharingScores(inputs, states: states, window: window, clamp: .reference) { fields, plans in
+        sharingScores(inputs, states: states, window: window, clamp: .reference) { fields, plans, state in
             let l = fields.promptLength
             let w = plans[0].window, past = plans[0].past
+            let counts = plans.map { min($0.capacity - $0.window, $0.past) }
             var layers = [[LayerSelection]](repeating: [], count: plans.count)
             for layer in 0..<fields.numLayers {
                 let scores = try pooledWindowScores(fields, layer: layer, window: w, past: past, kernel: kernel, pooling: pooling)
-                let ranked = scores.map { ScoreRanking($0) }
+                let ranked = scores.map { ScoreRanking($0, counts: counts) }
                 for (g, plan) in plans.enumerated() {
-                    let k = min(plan.capacity - plan.window, plan.past)
-                    let rows = ranked.map { withWindow($0.topKAscending(count: k), past: past, promptLength: l) }
+                    let rows = ranked.map { $0.topKWithWindow(count: counts[g], promptLength: l) }
                     layers[g].append(LayerSelection(
                         layer: layer, granularity: .queryHead, keptIndices: rows, capacityTokens: plan.capacity,
                         windowTokens: plan.window, compressed: true))
                 }
             }
             let flops = snapKVScoringFLOPs(fields.header.model, promptLength: l, window: w, kernel: kernel)
-            return layers.map { ($0, flops) }
+            return layers.map { PolicyStepOutput(layers: $0, scoringFLOPs: flops, state: state) }
         }
     }
 }

@@ -37,43 +37,71 @@ public struct SnapKVPressPolicy: KVPolicy {
         guard plan.capacity < l else {
             return PolicyStepOutput(layers: (0..<fields.numLayers).map { LayerSelection.keepAll(layer: $0, promptLength: l) }, scoringFLOPs: 0, state: state)
         }
-        let past = plan.past, c = plan.capacity
-        let inv = Float(plan.window)
-        var layers: [LayerSelection] = []
-        for layer in 0..<fields.numLayers {
-            let sums = try fields.windowSums(layer: layer, window: plan.window, columns: past)
-            // `F.pad(scores, (0, w), value=scores.max().item())` then `topk(C)` over all L
-            // positions: the window scores the layer's maximum, so it is kept unless past
-            // positions tie with that maximum and C is too small for both (lower position first).
-            func select<T: RadixOrderedFloat>(_ groups: [[T]]) -> [[Int32]] {
-                var top = -T.infinity
-                for g in groups { for v in g where v > top { top = v } }
-                return groups.map { scores in
-                    var padded = scores
-                    padded.append(contentsOf: repeatElement(top, count: l - past))
-                    return topKAscending(padded, count: c)
-                }
-            }
-            let rows: [[Int32]]
-            if input.numerics == .bf16Reference {
-                // docs/algorithms.md §12: bf16 window mean (fp32 sum × fl(1/w), one rounding;
-                // exact from the bf16 sums for w = 64), bf16 avg pooling, bf16 group means.
-                let recip = Float(1) / Float(plan.window)
-                let pooled = sums.map { row in pool(row.map { bf16Round($0 * recip) }, kernel: kernel, pooling: .avg, numerics: .bf16Reference) }
-                rows = select(groupMeansBF16(pooled, kvHeads: fields.numKVHeads))
-            } else {
-                let pooled = sums.map { row in pool(row.map { $0 / inv }, kernel: kernel, pooling: .avg) }
-                rows = select(groupMeans(pooled, kvHeads: fields.numKVHeads))
-            }
-            // The window counts as kept (`windowTokens` = w) only if every row holds all of it:
-            // at C ≤ w, or when past positions tie with the maximum, the reference's topk can
-            // drop its last positions.
-            let window = (past..<l).map { Int32($0) }
-            let windowKept = rows.allSatisfy { $0.count >= window.count && Array($0.suffix(window.count)) == window }
-            layers.append(LayerSelection(layer: layer, granularity: .kvHead, keptIndices: rows, capacityTokens: c, windowTokens: windowKept ? plan.window : 0, compressed: true))
+        let layers = try (0..<fields.numLayers).map { layer in
+            let ranked = try paddedScores(fields, layer: layer, plan: plan, counts: [plan.capacity])
+            return selection(layer: layer, ranked: ranked, plan: plan, capacity: plan.capacity)
         }
         let m = input.header.model
         let flops = snapKVScoringFLOPs(m, promptLength: l, window: plan.window, kernel: kernel) + Double(m.numLayers * m.numQueryHeads * l)
         return PolicyStepOutput(layers: layers, scoringFLOPs: flops, state: state)
+    }
+
+    /// The padded scores of every KV head of one layer (`F.pad(scores, (0, w),
+    /// value=scores.max().item())`: the window scores the layer's maximum), prepared for the
+    /// top-C of every capacity in `counts`. They do not depend on the capacity.
+    private func paddedScores(_ fields: StepFields, layer: Int, plan: BudgetPlan, counts: [Int]) throws -> [any TopKRow] {
+        let l = fields.promptLength, past = plan.past
+        let sums = try fields.windowSums(layer: layer, window: plan.window, columns: past)
+        func pad<T: RadixOrderedFloat>(_ groups: [[T]]) -> [any TopKRow] {
+            var top = -T.infinity
+            for g in groups { for v in g where v > top { top = v } }
+            return groups.map { scores in
+                var padded = scores
+                padded.append(contentsOf: repeatElement(top, count: l - past))
+                return ScoreRanking(padded, counts: counts)
+            }
+        }
+        if fields.numerics == .bf16Reference {
+            // docs/algorithms.md §12: bf16 window mean (fp32 sum × fl(1/w), one rounding;
+            // exact from the bf16 sums for w = 64), bf16 avg pooling, bf16 group means.
+            let recip = Float(1) / Float(plan.window)
+            let pooled = sums.map { row in pool(row.map { bf16Round($0 * recip) }, kernel: kernel, pooling: .avg, numerics: .bf16Reference) }
+            return pad(groupMeansBF16(pooled, kvHeads: fields.numKVHeads))
+        }
+        let inv = Float(plan.window)
+        let pooled = sums.map { row in pool(row.map { $0 / inv }, kernel: kernel, pooling: .avg) }
+        return pad(groupMeans(pooled, kvHeads: fields.numKVHeads))
+    }
+
+    /// The top-`c` of every padded row over all L positions (lower position first among ties).
+    /// The window counts as kept (`windowTokens` = w) only if every row holds all of it: at
+    /// C ≤ w, or when past positions tie with the maximum, the reference's topk can drop its last
+    /// positions.
+    private func selection(layer: Int, ranked: [any TopKRow], plan: BudgetPlan, capacity c: Int) -> LayerSelection {
+        let rows = ranked.map { $0.topKAscending(count: c) }
+        let past = plan.past, l = plan.promptLength
+        let windowKept = rows.allSatisfy { row in
+            row.count >= l - past && row.suffix(l - past).elementsEqual((past..<l).lazy.map { Int32($0) })
+        }
+        return LayerSelection(layer: layer, granularity: .kvHead, keptIndices: rows, capacityTokens: c, windowTokens: windowKept ? plan.window : 0, compressed: true)
+    }
+
+    /// The padded scores do not depend on the budget (no window clamp): every budget that
+    /// compresses shares them (docs/policies.md "Sweeps").
+    public var sharesScoresAcrossBudgets: Bool { true }
+
+    public func compressMany(_ inputs: [PolicyStepInput], states: [PolicyState]) -> [Result<PolicyStepOutput, any Error>] {
+        sharingScores(inputs, states: states, window: window, clamp: .none, compresses: { $0.capacity < $0.promptLength }) { fields, plans, state in
+            let l = fields.promptLength
+            let plan = plans[0]
+            var layers = [[LayerSelection]](repeating: [], count: plans.count)
+            for layer in 0..<fields.numLayers {
+                let ranked = try paddedScores(fields, layer: layer, plan: plan, counts: plans.map(\.capacity))
+                for (b, p) in plans.enumerated() { layers[b].append(selection(layer: layer, ranked: ranked, plan: p, capacity: p.capacity)) }
+            }
+            let m = fields.header.model
+            let flops = snapKVScoringFLOPs(m, promptLength: l, window: plan.window, kernel: kernel) + Double(m.numLayers * m.numQueryHeads * l)
+            return layers.map { PolicyStepOutput(layers: $0, scoringFLOPs: flops, state: state) }
+        }
     }
 }

@@ -198,16 +198,16 @@ public struct StarKVPolicy: KVPolicy {
         var flops: Double
     }
 
-    public func compress(_ input: PolicyStepInput, state: PolicyState) throws -> PolicyStepOutput {
-        let fields = try StepFields(policy: Self.policyName, input: input)
-        let c = config
+    /// The carried state for this step: the previous step's (fresh when none), reset where the
+    /// drivers reset (the AEB temperature survives, §2.2), τ_ℓ advanced when temporal is on.
+    private func stepState(_ fields: StepFields, _ state: PolicyState) throws -> State {
         let nl = fields.numLayers
         var st = state.value(as: State.self) ?? State(layers: Array(repeating: LayerState(), count: nl))
         guard st.layers.count == nl else {
-            throw PolicyError.invalidStep(policy: Self.policyName, episode: input.step.episodeID, step: input.step.stepIndex,
+            throw PolicyError.invalidStep(policy: Self.policyName, episode: fields.step.episodeID, step: fields.step.stepIndex,
                                           reason: "carried state has \(st.layers.count) layers but the model has \(nl); start the replay from a fresh state")
         }
-        if input.step.reset {
+        if fields.step.reset {
             // Drivers reset the counters and EMAs per sample/episode (§2.8); the AEB temperature
             // lives on the cluster object and is never reset (§2.2).
             for l in 0..<nl {
@@ -216,42 +216,86 @@ public struct StarKVPolicy: KVPolicy {
                 st.layers[l].aebTemperature = t
             }
         }
-        let l = input.step.promptLength
-        let plan = BudgetPlan(promptLength: l, budget: input.budget, window: c.window, clamp: .starKVQwen)
-        if c.temporalEnabled { for i in 0..<nl { st.layers[i].temporalStep += 1 } }
-        guard plan.compresses else {
-            return PolicyStepOutput(
-                layers: (0..<nl).map { LayerSelection.keepAll(layer: $0, promptLength: l) },
-                scoringFLOPs: 0, state: PolicyState(st))
-        }
-        let past = plan.past
-        let k = max(1, min(plan.capacity - plan.window, past))
-        let spans = Self.clippedSpans(input.step.images, past: past)
+        if config.temporalEnabled { for i in 0..<nl { st.layers[i].temporalStep += 1 } }
+        return st
+    }
+
+    /// Steps 2–10 of every layer (updating `st`): the scores depend on the budget only through
+    /// the clamped window (P and the clipped spans).
+    private func scoreLayers(_ fields: StepFields, plan: BudgetPlan, state st: inout State) throws -> [LayerScore] {
+        let spans = Self.clippedSpans(fields.step.images, past: plan.past)
         var scored: [LayerScore] = []
-        scored.reserveCapacity(nl)
-        for layer in 0..<nl {
+        scored.reserveCapacity(fields.numLayers)
+        for layer in 0..<fields.numLayers {
             if fields.numerics == .bf16Reference {
                 scored.append(try scoreLayerBF16(fields, layer: layer, plan: plan, spans: spans, state: &st.layers[layer]))
             } else {
                 scored.append(try scoreLayer(fields, layer: layer, plan: plan, spans: spans, state: &st.layers[layer]))
             }
         }
-        var budgets = Array(repeating: k, count: nl)
-        if c.entropyBudget {
-            budgets = Self.entropyBudgets(perLayer: k, temperatures: scored.map { $0.temperature ?? 1 }, cap: past)
+        return scored
+    }
+
+    /// Each layer's past budget: K = max(1, min(C − w_eff, P)), or the entropy split of N_l·K.
+    private func pastBudgets(plan: BudgetPlan, scored: [LayerScore]) -> [Int] {
+        let k = max(1, min(plan.capacity - plan.window, plan.past))
+        if config.entropyBudget {
+            return Self.entropyBudgets(perLayer: k, temperatures: scored.map { $0.temperature ?? 1 }, cap: plan.past)
         }
+        return Array(repeating: k, count: scored.count)
+    }
+
+    /// Step 11: one shared top-K per layer plus the window, FLOPs and diagnostics.
+    private func output(
+        _ fields: StepFields, plan: BudgetPlan, scored: [LayerScore], budgets: [Int], rows: [any TopKRow], state: State
+    ) -> PolicyStepOutput {
+        let l = fields.promptLength
         var layers: [LayerSelection] = []
-        var flops = snapKVScoringFLOPs(input.header.model, promptLength: l, window: plan.window, kernel: c.kernel)
-        for layer in 0..<nl {
-            let kept = withWindow(topKAscending(scored[layer].scores, count: budgets[layer]), past: past, promptLength: l)
+        var flops = snapKVScoringFLOPs(fields.header.model, promptLength: l, window: plan.window, kernel: config.kernel)
+        for layer in 0..<fields.numLayers {
+            let kept = rows[layer].topKWithWindow(count: budgets[layer], promptLength: l)
             layers.append(LayerSelection(
                 layer: layer, granularity: .shared, keptIndices: [kept],
                 capacityTokens: budgets[layer] + plan.window, windowTokens: plan.window, compressed: true))
             flops += scored[layer].flops
         }
         var diag: [String: [Double]] = ["lambda_eff": scored.map(\.lambdaEff), "past_budget": budgets.map(Double.init)]
-        if c.aebEnabled || c.entropyBudget { diag["aeb_temperature"] = scored.map { $0.temperature ?? 0 } }
-        return PolicyStepOutput(layers: layers, scoringFLOPs: flops, state: PolicyState(st), diagnostics: diag)
+        if config.aebEnabled || config.entropyBudget { diag["aeb_temperature"] = scored.map { $0.temperature ?? 0 } }
+        return PolicyStepOutput(layers: layers, scoringFLOPs: flops, state: PolicyState(state), diagnostics: diag)
+    }
+
+    public func compress(_ input: PolicyStepInput, state: PolicyState) throws -> PolicyStepOutput {
+        let fields = try StepFields(policy: Self.policyName, input: input)
+        var st = try stepState(fields, state)
+        let l = input.step.promptLength
+        let plan = BudgetPlan(promptLength: l, budget: input.budget, window: config.window, clamp: .starKVQwen)
+        guard plan.compresses else {
+            return PolicyStepOutput(
+                layers: (0..<fields.numLayers).map { LayerSelection.keepAll(layer: $0, promptLength: l) },
+                scoringFLOPs: 0, state: PolicyState(st))
+        }
+        let scored = try scoreLayers(fields, plan: plan, state: &st)
+        let budgets = pastBudgets(plan: plan, scored: scored)
+        let rows = scored.indices.map { ScoreRanking(scored[$0].scores, counts: [budgets[$0]]) as any TopKRow }
+        return output(fields, plan: plan, scored: scored, budgets: budgets, rows: rows, state: st)
+    }
+
+    /// The scores, the state update and the diagnostics other than the past budget depend on the
+    /// budget only through the clamped window (P, the clipped spans) — the carried state is the
+    /// same for budgets that compressed with the same window on every earlier step. Budgets with
+    /// the same window and equal carried states are scored once and each layer's top-K of every
+    /// budget comes from one shared select (docs/policies.md "Sweeps"); the entropy budget split
+    /// reads only the shared temperatures.
+    public var sharesScoresAcrossBudgets: Bool { true }
+
+    public func compressMany(_ inputs: [PolicyStepInput], states: [PolicyState]) -> [Result<PolicyStepOutput, any Error>] {
+        sharingScores(inputs, states: states, window: config.window, clamp: .starKVQwen, groupByState: true) { fields, plans, state in
+            var st = try stepState(fields, state)
+            let scored = try scoreLayers(fields, plan: plans[0], state: &st)
+            let budgets = plans.map { pastBudgets(plan: $0, scored: scored) }
+            let rows = scored.indices.map { layer in ScoreRanking(scored[layer].scores, counts: budgets.map { $0[layer] }) as any TopKRow }
+            return plans.indices.map { output(fields, plan: plans[$0], scored: scored, budgets: budgets[$0], rows: rows, state: st) }
+        }
     }
 
     /// Algorithm §2.3 steps 2–10 for one layer; updates the layer's state.
