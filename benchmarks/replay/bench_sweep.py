@@ -144,11 +144,11 @@ def main() -> None:
         for r in range(a.repeats):
             for name, threads in (("t1", 1), ("t2", 2)):
                 runs[name].append(run_reaped([a.bin, "replay", a.trace, "--policies", "all", "--budgets", budgets,
-                                              "--threads", str(threads), "--quiet", "--out", os.path.join(tmp, name)]))
+                                              "--threads", str(threads), "--quiet", "--force", "--out", os.path.join(tmp, name)]))
                 print(f"  sweep --threads {threads} #{r + 1}: wall {runs[name][-1]['wall']:.1f} s, "
                       f"cpu {runs[name][-1]['cpu']:.1f} s, load {loadavg()}", file=sys.stderr)
             runs["np_subset"].append(run_reaped([a.bin, "replay", a.trace, "--policies", "snapkv,starkv", "--budgets", budgets,
-                                                 "--threads", "1", "--quiet", "--out", os.path.join(tmp, "np")]))
+                                                 "--threads", "1", "--quiet", "--force", "--out", os.path.join(tmp, "np")]))
             fl = run_reaped([a.bin, "bench-read", a.trace, "--json", "--repeats", "1", "--fields", ",".join(fields)])
             fl["bench"] = json.loads(fl.pop("stdout"))
             runs["floor"].append(fl)
