@@ -190,7 +190,7 @@ public struct PolicyReplayer {
             next = prefetch(i + 1)
             // Quality-proxy inputs once per step for every pair (layers in parallel).
             let mass = decodeMass ? StepDecodeMass(header: header, step: step, workers: threads) : nil
-            DynamicParallel.update(&units, workers: workers) { unit in
+            DeterministicParallel.updateDynamically(&units, workers: workers) { unit in
                 PolicyReplayer.advance(&unit, step: step, header: header, layers: layers, loop: loop, numerics: numerics, dumping: dumping, mass: mass)
             }
             if let failed = units.lazy.flatMap({ $0 }).first(where: { $0.error != nil }) {
@@ -397,48 +397,5 @@ final class StepPrefetch: @unchecked Sendable {
         done.signal()
         guard case .success(let p) = plan! else { return (0, 0) }
         return (p.decodedBytes, p.rawBytes)
-    }
-}
-
-/// `body(&items[i])` for every element on up to `workers` threads, each element by exactly one
-/// worker, taken in index order as workers free up (units of unequal cost balance); results
-/// sit in the elements' own slots, so they do not depend on the scheduling.
-enum DynamicParallel {
-    private final class Counter: @unchecked Sendable {
-        private let lock = NSLock()
-        private var next = 0
-        func take() -> Int {
-            lock.lock()
-            defer { lock.unlock() }
-            next += 1
-            return next - 1
-        }
-    }
-
-    private struct Slots<T>: @unchecked Sendable { let base: UnsafeMutablePointer<T> }
-    private struct Box<F>: @unchecked Sendable { let value: F }
-
-    static func update<T>(_ items: inout [T], workers: Int, _ body: (inout T) -> Void) {
-        let count = items.count
-        let n = min(max(1, workers), max(1, count))
-        if n == 1 {
-            for i in items.indices { body(&items[i]) }
-            return
-        }
-        let counter = Counter()
-        items.withUnsafeMutableBufferPointer { buf in
-            guard let base = buf.baseAddress else { return }
-            let out = Slots(base: base)
-            withoutActuallyEscaping(body) { body in
-                let call = Box(value: body)
-                DispatchQueue.concurrentPerform(iterations: n) { _ in
-                    while true {
-                        let i = counter.take()
-                        if i >= count { break }
-                        call.value(&out.base[i])
-                    }
-                }
-            }
-        }
     }
 }

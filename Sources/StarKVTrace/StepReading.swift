@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import StarKVModel
 
 /// A step being read in parts: its STEP record and chunk frames are checked up front
 /// (`TraceReader.planStep`), then its chunks are decoded in any order, in portions, on any
@@ -84,23 +85,13 @@ public final class StepReading: @unchecked Sendable {
                 if case .failure = r { break }
             }
         } else {
-            let out = Slots(base: UnsafeMutablePointer<Result<[UInt8], any Error>?>.allocate(capacity: todo.count))
-            out.base.initialize(repeating: nil, count: todo.count)
-            defer {
-                out.base.deinitialize(count: todo.count)
-                out.base.deallocate()
+            // Workers read only the constants `reader` and `items`; each has its own buffers.
+            let decoded = DeterministicParallel.mapDynamically(
+                count: todo.count, workers: workers, makeState: { ChunkScratch(verifyZstdChecksum: false) }
+            ) { scratch, j in
+                Result { try self.reader.decodeChunk(self.items[todo[j]], scratch: scratch) }
             }
-            let next = Counter()
-            // Workers read only the constants `reader` and `items`; each writes its own slots.
-            DispatchQueue.concurrentPerform(iterations: workers) { _ in
-                let scratch = ChunkScratch(verifyZstdChecksum: false)
-                while true {
-                    let j = next.take()
-                    if j >= todo.count { break }
-                    out.base[j] = Result { try self.reader.decodeChunk(self.items[todo[j]], scratch: scratch) }
-                }
-            }
-            for (j, k) in todo.enumerated() { slots[k] = out.base[j] }
+            for (j, k) in todo.enumerated() { slots[k] = decoded[j] }
         }
         var chunks: [TensorChunk] = []
         chunks.reserveCapacity(items.count)
@@ -116,19 +107,6 @@ public final class StepReading: @unchecked Sendable {
         var r = record
         r.chunks = chunks
         return r
-    }
-
-    private struct Slots: @unchecked Sendable { let base: UnsafeMutablePointer<Result<[UInt8], any Error>?> }
-
-    private final class Counter: @unchecked Sendable {
-        private let lock = NSLock()
-        private var next = 0
-        func take() -> Int {
-            lock.lock()
-            defer { lock.unlock() }
-            next += 1
-            return next - 1
-        }
     }
 }
 

@@ -16,4 +16,32 @@ import Testing
         DeterministicParallel.update(&empty, workers: 3) { $0 += 1 }
         #expect(DeterministicParallel.map(count: 0, workers: 4) { $0 }.isEmpty)
     }
+
+    @Test(arguments: [1, 2, 3, 16])
+    func dynamicMapGivesIndexOrderAndEachWorkerItsOwnState(workers: Int) {
+        // Each worker's state counts the indices it took; the results depend only on the index.
+        final class Taken { var count = 0 }
+        let out = DeterministicParallel.mapDynamically(count: 300, workers: workers, makeState: { Taken() }) { taken, i in
+            taken.count += 1
+            return (i * 7, taken.count >= 1)
+        }
+        let firsts = out.map { $0.0 }
+        let tookSome = out.allSatisfy { $0.1 }
+        let none = DeterministicParallel.mapDynamically(count: 0, workers: workers, makeState: { 0 }) { _, i in i }
+        #expect(firsts == (0..<300).map { $0 * 7 })
+        #expect(tookSome)
+        #expect(none.isEmpty)
+    }
+
+    @Test func dynamicUpdateVisitsEveryElementExactlyOnce() {
+        for workers in [1, 2, 5] {
+            var items = [Int](repeating: 0, count: 257)
+            DeterministicParallel.updateDynamically(&items, workers: workers) { $0 += 1 }
+            let once = items.allSatisfy { $0 == 1 }
+            #expect(once)
+        }
+        var empty: [Int] = []
+        DeterministicParallel.updateDynamically(&empty, workers: 2) { $0 += 1 }
+        #expect(empty.isEmpty)
+    }
 }
