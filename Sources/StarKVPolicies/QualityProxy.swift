@@ -71,9 +71,9 @@ public enum QualityProxy {
     }
 }
 
-/// The decode proxy's inputs of one step, decoded once for every (policy, budget) pair of a
-/// replay (issue 15, "shared step inputs"): per layer the `decode_attn_sum` rows [H, L] as fp32
-/// and each row's fp64 total. `shares(of:)` gives exactly what
+/// The decode proxy's inputs of one step, prepared once for every (policy, budget) pair of a
+/// replay (issue 15, "shared step inputs"): per layer the checked `decode_attn_sum` tensor [H, L]
+/// (its stored bytes, read in place by the kept sums) and each row's fp64 total. `shares(of:)` gives exactly what
 /// `QualityProxy.decodeAttentionShares` gives for the same step (same sums in the same order,
 /// same errors).
 public struct StepDecodeMass: Sendable {
@@ -154,18 +154,14 @@ public struct StepDecodeMass: Sendable {
 enum OrderedKeptSums {
     static func sums(_ tensor: Tensor, selection: LayerSelection, queryHeadsPerKVHead g: Int, length l: Int, totals: [Double]) -> [Double] {
         let heads = totals.count
-        var kind: Int32
-        switch tensor.dtype {
-        case .f16: kind = 2
-        case .bf16: kind = 3
-        case .f32: kind = 4
-        default: kind = 0
-        }
+        // The C kernel reads binary16, bfloat16 and binary32 in little-endian order.
+        var kind = tensor.dtype.floatKernelCode
+        if kind == 8 { kind = 0 }
         #if _endian(big)
         kind = 0
         #endif
         let rows = selection.keptIndices
-        guard kind != 0, !rows.isEmpty, tensor.bytes.count >= heads * l * (kind == 4 ? 4 : 2) else {
+        guard kind != 0, !rows.isEmpty, tensor.bytes.count >= heads * l * tensor.dtype.byteWidth else {
             return (0..<heads).map { h in
                 let values = tensor.floats(from: h * l, count: l)
                 var k = 0.0

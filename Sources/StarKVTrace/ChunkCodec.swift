@@ -100,7 +100,7 @@ enum ChunkCoder {
         let width = d.dtype.byteWidth
         let shuffled = d.filter == .byteShuffle && width > 1 && raw % width == 0 && raw > 0
         let count = shuffled ? raw / width : 0
-        let kind = nonFiniteKind(d.dtype)
+        let kind = d.dtype.floatKernelCode
         let crcMismatch = DecodeError.checksum("CRC32C of the chunk's stored bytes differs from its descriptor")
         switch (d.codec, shuffled) {
         case (.none, _):
@@ -187,17 +187,6 @@ enum ChunkCoder {
         }
     }
 
-    /// starkv_first_nonfinite's code for a dtype (0: not floating point).
-    static func nonFiniteKind(_ dtype: TensorDType) -> Int32 {
-        switch dtype {
-        case .f16: return 2
-        case .bf16: return 3
-        case .f32: return 4
-        case .f64: return 8
-        default: return 0
-        }
-    }
-
     /// Calls `body` with the stored bytes in pieces of at most `readPiece` bytes (and their
     /// offset in the chunk), reusing one buffer.
     private static func streamPieces(
@@ -277,7 +266,7 @@ enum ChunkCoder {
 
     /// The first NaN or infinite element of a floating-point tensor, with its value as text.
     static func firstNonFinite(_ bytes: [UInt8], dtype: TensorDType) -> (index: Int, value: String)? {
-        let code = nonFiniteKind(dtype)
+        let code = dtype.floatKernelCode
         guard code != 0 else { return nil }
         let count = bytes.count / dtype.byteWidth
         let i = bytes.withUnsafeBufferPointer { starkv_first_nonfinite_fast($0.baseAddress, count, code) }

@@ -40,6 +40,18 @@ public enum TensorDType: UInt8, Sendable, CaseIterable, Codable, CustomStringCon
     /// Whether values are floating point.
     public var isFloatingPoint: Bool { self == .f16 || self == .bf16 || self == .f32 || self == .f64 }
 
+    /// The float-format code the C kernels of CStarKVSupport take (`starkv_first_nonfinite`,
+    /// `starkv_kept_sums`): 2 binary16, 3 bfloat16, 4 binary32, 8 binary64; 0 for integers.
+    public var floatKernelCode: Int32 {
+        switch self {
+        case .f16: return 2
+        case .bf16: return 3
+        case .f32: return 4
+        case .f64: return 8
+        case .i32, .i64, .u8: return 0
+        }
+    }
+
     public var description: String {
         switch self {
         case .f16: return "f16"
