@@ -1,3 +1,4 @@
+import CStarKVSupport
 import Foundation
 import StarKVModel
 import StarKVTrace
@@ -65,20 +66,26 @@ public enum HeadGranularity: String, Sendable, Codable, CaseIterable {
 }
 
 /// The kept prompt positions of one layer for one step (docs/algorithms.md §1.3: past selection plus
-/// the always-kept window).
+/// the always-kept window). The rows are stored either as lists of positions or, when a policy
+/// selected them from shared scores in a sweep, as bitmaps over the prompt (`KeptBitmaps`,
+/// docs/policies.md "Sweeps"); both hold the same sets, and equality compares the sets.
 public struct LayerSelection: Sendable, Equatable {
     /// Decoder layer (0-based).
     public var layer: Int
     /// Whether `keptIndices` has one row, one per query head or one per KV head.
     public var granularity: HeadGranularity
-    /// Kept positions, ascending, one row per head at `granularity` (one row when shared).
-    public var keptIndices: [[Int32]]
     /// The layer's nominal capacity (tokens per head, window included) after any reallocation.
     public var capacityTokens: Int
     /// The always-kept suffix `w_eff` (0 when nothing was compressed or the policy has none).
     public var windowTokens: Int
     /// False when the layer kept the whole prompt (e.g. `L < C`).
     public var compressed: Bool
+    private var rows: Rows
+
+    private enum Rows: Sendable {
+        case positions([[Int32]])
+        case bitmaps(KeptBitmaps)
+    }
 
     public init(
         layer: Int, granularity: HeadGranularity, keptIndices: [[Int32]], capacityTokens: Int,
@@ -86,10 +93,65 @@ public struct LayerSelection: Sendable, Equatable {
     ) {
         self.layer = layer
         self.granularity = granularity
-        self.keptIndices = keptIndices
+        self.rows = .positions(keptIndices)
         self.capacityTokens = capacityTokens
         self.windowTokens = windowTokens
         self.compressed = compressed
+    }
+
+    /// A selection whose rows are bitmaps.
+    public init(
+        layer: Int, granularity: HeadGranularity, keptBitmaps: KeptBitmaps, capacityTokens: Int,
+        windowTokens: Int, compressed: Bool
+    ) {
+        self.layer = layer
+        self.granularity = granularity
+        self.rows = .bitmaps(keptBitmaps)
+        self.capacityTokens = capacityTokens
+        self.windowTokens = windowTokens
+        self.compressed = compressed
+    }
+
+    /// Kept positions, ascending, one row per head at `granularity` (one row when shared).
+    /// Setting them replaces bitmap rows by these lists.
+    public var keptIndices: [[Int32]] {
+        get {
+            switch rows {
+            case .positions(let p): return p
+            case .bitmaps(let b): return (0..<b.rowCount).map { b.positions(row: $0) }
+            }
+        }
+        set { rows = .positions(newValue) }
+    }
+
+    /// The rows as bitmaps, when the policy built them that way (nil for lists of positions).
+    public var keptBitmaps: KeptBitmaps? {
+        if case .bitmaps(let b) = rows { return b }
+        return nil
+    }
+
+    /// Number of kept rows (1 when shared).
+    public var keptRowCount: Int {
+        switch rows {
+        case .positions(let p): return p.count
+        case .bitmaps(let b): return b.rowCount
+        }
+    }
+
+    /// Kept positions of row `r`, ascending.
+    public func keptRow(_ r: Int) -> [Int32] {
+        switch rows {
+        case .positions(let p): return p[r]
+        case .bitmaps(let b): return b.positions(row: r)
+        }
+    }
+
+    /// Number of positions row `r` keeps.
+    public func keptCount(row r: Int) -> Int {
+        switch rows {
+        case .positions(let p): return p[r].count
+        case .bitmaps(let b): return b.counts[r]
+        }
     }
 
     /// A layer that keeps all `promptLength` positions.
@@ -102,19 +164,120 @@ public struct LayerSelection: Sendable, Equatable {
     /// Kept tokens averaged over heads (what a per-head variable-length cache stores per head on
     /// average; the memory simulator multiplies by the stored head count).
     public var keptTokensMean: Double {
-        guard !keptIndices.isEmpty else { return 0 }
+        let n = keptRowCount
+        guard n > 0 else { return 0 }
         var total = 0
-        for row in keptIndices { total += row.count }
-        return Double(total) / Double(keptIndices.count)
+        for r in 0..<n { total += keptCount(row: r) }
+        return Double(total) / Double(n)
+    }
+
+    /// The kept row index that query head `queryHead` reads (`G` = query heads per KV head).
+    public func keptRowIndex(forQueryHead queryHead: Int, queryHeadsPerKVHead: Int) -> Int {
+        switch granularity {
+        case .shared: return 0
+        case .queryHead: return queryHead
+        case .kvHead: return queryHead / max(1, queryHeadsPerKVHead)
+        }
     }
 
     /// The kept row that query head `queryHead` reads (`G` = query heads per KV head).
     public func keptIndices(forQueryHead queryHead: Int, queryHeadsPerKVHead: Int) -> [Int32] {
-        switch granularity {
-        case .shared: return keptIndices[0]
-        case .queryHead: return keptIndices[queryHead]
-        case .kvHead: return keptIndices[queryHead / max(1, queryHeadsPerKVHead)]
+        keptRow(keptRowIndex(forQueryHead: queryHead, queryHeadsPerKVHead: queryHeadsPerKVHead))
+    }
+
+    /// Same layer, granularity, capacity, window, compression flag and kept sets, however stored.
+    public static func == (a: LayerSelection, b: LayerSelection) -> Bool {
+        guard a.layer == b.layer, a.granularity == b.granularity, a.capacityTokens == b.capacityTokens,
+            a.windowTokens == b.windowTokens, a.compressed == b.compressed, a.keptRowCount == b.keptRowCount
+        else { return false }
+        if case .bitmaps(let x) = a.rows, case .bitmaps(let y) = b.rows { return x == y }
+        return a.keptIndices == b.keptIndices
+    }
+}
+
+/// The kept rows of one layer as bitmaps over the prompt's `length` positions (docs/policies.md
+/// "Sweeps"; the same bitmaps the kept-set digest v2 hashes, docs/replay.md "Digest"): row r is
+/// `wordsPerRow` words from `words[r · wordsPerRow]`, bit j % 64 of word j / 64 set when position j
+/// is kept, bits at and past `length` zero. A sweep's policies build them straight from the order
+/// keys and cuts of their shared ranking, so a budget's kept set costs one compare per position
+/// and ⌈L/8⌉ bytes per row instead of four bytes per kept position.
+public struct KeptBitmaps: Sendable, Equatable {
+    /// Prompt positions each row covers.
+    public let length: Int
+    /// Number of rows.
+    public let rowCount: Int
+    /// Words per row, ⌈length / 64⌉.
+    public let wordsPerRow: Int
+    /// Row-major bitmap words.
+    public let words: [UInt64]
+    /// Kept positions per row.
+    public let counts: [Int]
+
+    /// Builds `rowCount` rows over `length` positions; `fill(r, row)` sets row r's words (handed
+    /// zeroed) and returns its number of kept positions.
+    init(length: Int, rowCount: Int, fill: (Int, UnsafeMutableBufferPointer<UInt64>) -> Int) {
+        let perRow = (max(0, length) + 63) / 64
+        self.length = max(0, length)
+        self.rowCount = rowCount
+        wordsPerRow = perRow
+        var counts = [Int](repeating: 0, count: rowCount)
+        words = [UInt64](unsafeUninitializedCapacity: perRow * rowCount) { buf, n in
+            for r in 0..<rowCount {
+                let row = UnsafeMutableBufferPointer(rebasing: buf[(r * perRow)..<((r + 1) * perRow)])
+                row.initialize(repeating: 0)  // `fill` may leave words untouched
+                counts[r] = fill(r, row)
+            }
+            n = perRow * rowCount
         }
+        self.counts = counts
+    }
+
+    /// Rows given by their positions (each strictly ascending inside [0, length); nil otherwise).
+    init?(positions rows: [[Int32]], length: Int) {
+        var ok = true
+        self.init(length: length, rowCount: rows.count) { r, words in
+            let good = rows[r].withUnsafeBufferPointer { p in
+                starkv_bitmap_from_sorted(p.baseAddress, Int64(p.count), Int64(length), words.baseAddress) != 0
+            }
+            ok = ok && good
+            return rows[r].count
+        }
+        if !ok { return nil }
+    }
+
+    /// The rows `rows` of `other`, in that order (e.g. one query head's row per KV head).
+    init(selecting rows: [Int], of other: KeptBitmaps) {
+        length = other.length
+        rowCount = rows.count
+        wordsPerRow = other.wordsPerRow
+        counts = rows.map { other.counts[$0] }
+        var w: [UInt64] = []
+        w.reserveCapacity(rows.count * other.wordsPerRow)
+        for r in rows { w.append(contentsOf: other.words[(r * other.wordsPerRow)..<((r + 1) * other.wordsPerRow)]) }
+        words = w
+    }
+
+    /// Row r's kept positions, ascending.
+    public func positions(row r: Int) -> [Int32] {
+        let count = counts[r]
+        guard wordsPerRow > 0 else { return [] }
+        return [Int32](unsafeUninitializedCapacity: count + 16) { buf, n in
+            words.withUnsafeBufferPointer { w in
+                n = Int(starkv_bitmap_positions(w.baseAddress! + r * wordsPerRow, Int64(length), buf.baseAddress))
+            }
+        }
+    }
+
+    /// Calls `body` with row r's words.
+    public func withRow<R>(_ r: Int, _ body: (UnsafeBufferPointer<UInt64>) throws -> R) rethrows -> R {
+        try words.withUnsafeBufferPointer { w in try body(UnsafeBufferPointer(rebasing: w[(r * wordsPerRow)..<((r + 1) * wordsPerRow)])) }
+    }
+
+    /// Kept positions of row r inside [lo, hi) (clamped to the row).
+    public func count(row r: Int, in range: Range<Int>) -> Int {
+        let lo = max(0, range.lowerBound), hi = min(length, range.upperBound)
+        guard lo < hi else { return 0 }
+        return withRow(r) { Int(starkv_bitmap_count($0.baseAddress, Int64(lo), Int64(hi))) }
     }
 }
 

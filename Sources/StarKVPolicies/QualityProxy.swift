@@ -160,8 +160,8 @@ enum OrderedKeptSums {
         #if _endian(big)
         kind = 0
         #endif
-        let rows = selection.keptIndices
-        guard kind != 0, !rows.isEmpty, tensor.bytes.count >= heads * l * tensor.dtype.byteWidth else {
+        let rowTotal = selection.keptRowCount
+        guard kind != 0, rowTotal > 0, tensor.bytes.count >= heads * l * tensor.dtype.byteWidth else {
             return (0..<heads).map { h in
                 let values = tensor.floats(from: h * l, count: l)
                 var k = 0.0
@@ -173,24 +173,43 @@ enum OrderedKeptSums {
             }
         }
         let headRow: [Int64] = (0..<heads).map { h in
-            switch selection.granularity {
-            case .shared: return 0
-            case .queryHead: return Int64(min(h, rows.count - 1))
-            case .kvHead: return Int64(min(h / max(1, g), rows.count - 1))
-            }
+            Int64(min(selection.keptRowIndex(forQueryHead: h, queryHeadsPerKVHead: g), rowTotal - 1))
         }
-        let rowCount = rows.map { Int64($0.count) }
+        let rowCount = (0..<rowTotal).map { Int64(selection.keptCount(row: $0)) }
         var out = [Double](repeating: 0, count: heads)
-        withRowPointers(rows) { rowPointers in
+        let sum = { (rowPointers: [UnsafePointer<Int32>?]) in
             tensor.bytes.withUnsafeBufferPointer { data in
                 HalfPrecision.table.withUnsafeBufferPointer { table in
                     starkv_kept_sums(
                         data.baseAddress, kind, table.baseAddress, Int64(l), Int64(heads), headRow, rowPointers, rowCount,
-                        Int64(rows.count), totals, &out)
+                        Int64(rowTotal), totals, &out)
                 }
             }
         }
+        if let bitmaps = selection.keptBitmaps {
+            // Bitmap rows: their positions, ascending, into one buffer for the call.
+            withPositions(bitmaps, sum)
+        } else {
+            withRowPointers(selection.keptIndices, sum)
+        }
         return out
+    }
+
+    /// Calls `body` with a pointer to each row's positions, written ascending into one buffer.
+    private static func withPositions<R>(_ bitmaps: KeptBitmaps, _ body: ([UnsafePointer<Int32>?]) -> R) -> R {
+        var offsets = [Int](repeating: 0, count: bitmaps.rowCount + 1)
+        for r in 0..<bitmaps.rowCount { offsets[r + 1] = offsets[r] + bitmaps.counts[r] }
+        let positions = [Int32](unsafeUninitializedCapacity: offsets[bitmaps.rowCount] + 16) { buf, n in
+            for r in 0..<bitmaps.rowCount where bitmaps.wordsPerRow > 0 {
+                bitmaps.withRow(r) { words in
+                    _ = starkv_bitmap_positions(words.baseAddress, Int64(bitmaps.length), buf.baseAddress! + offsets[r])
+                }
+            }
+            n = offsets[bitmaps.rowCount]
+        }
+        return positions.withUnsafeBufferPointer { p in
+            body((0..<bitmaps.rowCount).map { r in p.baseAddress.map { UnsafePointer($0 + offsets[r]) } })
+        }
     }
 
     /// Calls `body` with the base address of every row, each row's storage pinned for the call

@@ -1,3 +1,4 @@
+import CStarKVSupport
 import StarKVModel
 import StarKVTrace
 
@@ -556,13 +557,7 @@ struct ScoreRanking<T: RadixOrderedFloat> {
         let n = keys.count
         if k <= 0 || n == 0 { return tail.map { Int32($0) } }
         if k >= n { return allPositions(n) + tail.map { Int32($0) } }
-        let cut: TopKCut<T.OrderKey>
-        if let i = prepared.firstIndex(of: k) {
-            cut = cuts[i]
-        } else {
-            cut = kthLargestKeys(keys, ranks: [k])[0]
-        }
-        return collectTopK(keys, cut: cut, count: k, then: tail)
+        return collectTopK(keys, cut: cut(count: k), count: k, then: tail)
     }
 }
 
@@ -611,10 +606,96 @@ extension KVPolicy {
     }
 }
 
-/// A row prepared for top-k's, whatever its score type (`ScoreRanking` over Float or Double).
-protocol TopKRow {
-    func topKAscending(count k: Int) -> [Int32]
-    func topKWithWindow(count k: Int, promptLength l: Int) -> [Int32]
+extension ScoreRanking {
+    /// The cut of the `k` best (0 < k < n): prepared, or one more select.
+    private func cut(count k: Int) -> TopKCut<T.OrderKey> {
+        if let i = prepared.firstIndex(of: k) { return cuts[i] }
+        return kthLargestKeys(keys, ranks: [k])[0]
+    }
+
+    /// Writes the bitmap over [0, `length`) of the `k` best positions followed by `tail` (the
+    /// same set as `topKAscending(count: k, then: tail)`) into `words` (⌈length/64⌉ words) and
+    /// returns its size. `tail` must lie in [n, length).
+    func keptBitmap(count k: Int, then tail: Range<Int>, length: Int, into words: UnsafeMutableBufferPointer<UInt64>) -> Int {
+        let n = keys.count
+        precondition(tail.lowerBound >= n && tail.upperBound <= length && words.count >= (length + 63) / 64, "kept bitmap outside the prompt")
+        // k ≤ 0 keeps no scored position (no key exceeds the largest one and no tie is taken);
+        // k ≥ n keeps every key (every key ≥ 0, and all n ties are taken).
+        let cutKey: T.OrderKey, ties: Int, scored: Int
+        if k <= 0 || n == 0 {
+            cutKey = T.OrderKey.max; ties = 0; scored = 0
+        } else if k >= n {
+            cutKey = 0; ties = n; scored = n
+        } else {
+            let c = cut(count: k)
+            cutKey = c.key; ties = c.ties; scored = k
+        }
+        let kept = keys.withUnsafeBufferPointer { kb -> Int64 in
+            let raw = UnsafeRawPointer(kb.baseAddress)
+            if T.OrderKey.bitWidth == 32 {
+                return starkv_ranked_bitmap_u32(
+                    raw?.assumingMemoryBound(to: UInt32.self), Int64(n), UInt32(truncatingIfNeeded: cutKey), Int64(ties),
+                    Int64(tail.lowerBound), Int64(tail.upperBound), Int64(length), words.baseAddress)
+            }
+            return starkv_ranked_bitmap_u64(
+                raw?.assumingMemoryBound(to: UInt64.self), Int64(n), UInt64(truncatingIfNeeded: cutKey), Int64(ties),
+                Int64(tail.lowerBound), Int64(tail.upperBound), Int64(length), words.baseAddress)
+        }
+        precondition(Int(kept) == scored + tail.count, "top-k cut does not match its count")
+        return Int(kept)
+    }
 }
 
-extension ScoreRanking: TopKRow {}
+/// A row prepared for top-k's, whatever its score type (`ScoreRanking` over Float or Double).
+protocol TopKRow {
+    /// Its number of scored positions.
+    var scoredCount: Int { get }
+    func topKAscending(count k: Int) -> [Int32]
+    func topKWithWindow(count k: Int, promptLength l: Int) -> [Int32]
+    func keptBitmap(count k: Int, then tail: Range<Int>, length: Int, into words: UnsafeMutableBufferPointer<UInt64>) -> Int
+}
+
+extension ScoreRanking: TopKRow {
+    var scoredCount: Int { keys.count }
+}
+
+extension KeptBitmaps {
+    /// The kept rows `ranked[r]`'s `counts[r]` best positions followed by the window
+    /// [n, `promptLength`) (as `topKWithWindow`), as bitmaps over the prompt.
+    init<R: TopKRow>(ranked: [R], counts: [Int], promptLength l: Int) {
+        self.init(length: l, rowCount: ranked.count) { r, words in
+            let n = ranked[r].scoredCount
+            return ranked[r].keptBitmap(count: counts[r], then: n..<max(n, l), length: l, into: words)
+        }
+    }
+
+    /// The same with every row's count `k`.
+    init<R: TopKRow>(ranked: [R], count k: Int, promptLength l: Int) {
+        self.init(ranked: ranked, counts: Array(repeating: k, count: ranked.count), promptLength: l)
+    }
+
+    /// One row: `ranked`'s `k` best positions followed by the window [n, `promptLength`).
+    init(ranked: any TopKRow, count k: Int, promptLength l: Int) {
+        self.init(length: l, rowCount: 1) { _, words in
+            let n = ranked.scoredCount
+            return ranked.keptBitmap(count: k, then: n..<max(n, l), length: l, into: words)
+        }
+    }
+
+    /// The `k` best positions of every row, without a window (`topKAscending(count:)`), over
+    /// the prompt's `promptLength` positions (rows of at most that many scores).
+    init<R: TopKRow>(rankedWithoutWindow ranked: [R], count k: Int, promptLength l: Int) {
+        self.init(length: l, rowCount: ranked.count) { r, words in
+            let n = ranked[r].scoredCount
+            return ranked[r].keptBitmap(count: k, then: n..<n, length: l, into: words)
+        }
+    }
+
+    /// The same for rows of mixed score types.
+    init(rankedWithoutWindow ranked: [any TopKRow], count k: Int, promptLength l: Int) {
+        self.init(length: l, rowCount: ranked.count) { r, words in
+            let n = ranked[r].scoredCount
+            return ranked[r].keptBitmap(count: k, then: n..<n, length: l, into: words)
+        }
+    }
+}

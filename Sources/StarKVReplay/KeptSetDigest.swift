@@ -48,7 +48,18 @@ struct KeptSetDigest {
         if version == .v2 { sha.update(integer: UInt32(truncatingIfNeeded: promptLength)) }
         for sel in selections {
             sha.update(integer: UInt32(truncatingIfNeeded: sel.layer))
-            sha.update(integer: UInt32(truncatingIfNeeded: sel.keptIndices.count))
+            sha.update(integer: UInt32(truncatingIfNeeded: sel.keptRowCount))
+            if version == .v2, Self.littleEndianWords, let bitmaps = sel.keptBitmaps, bitmaps.length == promptLength {
+                // Rows the policy built as bitmaps over this prompt: the same bytes as
+                // `fillBitmap` gives for their positions (bits past L are zero).
+                let byteCount = (promptLength + 7) / 8
+                for r in 0..<bitmaps.rowCount {
+                    sha.update(integer: UInt32(truncatingIfNeeded: bitmaps.counts[r]))
+                    sha.update(integer: UInt8(0))
+                    bitmaps.withRow(r) { sha.update(raw: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[0..<byteCount])) }
+                }
+                continue
+            }
             for row in sel.keptIndices {
                 sha.update(integer: UInt32(truncatingIfNeeded: row.count))
                 switch version {
@@ -67,6 +78,9 @@ struct KeptSetDigest {
             }
         }
     }
+
+    /// Whether a bitmap's words sit in memory in position order (little-endian hosts).
+    private static let littleEndianWords = UInt64(1).littleEndian == 1
 
     /// The hex digest of everything added.
     func finalize() -> String { sha.finalize() }

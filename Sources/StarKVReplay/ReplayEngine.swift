@@ -328,6 +328,15 @@ public struct PolicyReplayer {
         var after = [Double](repeating: 0, count: step.images.count)
         var rows = 0
         for sel in selections {
+            if let bitmaps = sel.keptBitmaps {
+                for r in 0..<bitmaps.rowCount where bitmaps.counts[r] > 0 {
+                    rows += 1
+                    for (f, img) in step.images.enumerated() {
+                        after[f] += Double(bitmaps.count(row: r, in: img.spanStart..<img.spanEnd)) / Double(bitmaps.counts[r])
+                    }
+                }
+                continue
+            }
             for row in sel.keptIndices where !row.isEmpty {
                 rows += 1
                 for (f, img) in step.images.enumerated() {

@@ -76,3 +76,29 @@ import StarKVTrace
         }
     }
 }
+
+extension QualitySumsTests {
+    @Test(arguments: [TensorDType.f32, .bf16])
+    func bitmapRowsGiveTheSameSumsAsTheirPositions(dtype: TensorDType) {
+        var r = Rand(s: 0xABCD_EF01_2345_6789)
+        let heads = 12, l = 300
+        let values = (0..<(heads * l)).map { _ in r.unit() * Float(1 << (r.next() % 20)) / 1024 }
+        let tensor = Tensor(floats: values, shape: [heads, l], dtype: dtype)
+        let stored = tensor.floats()
+        let totals = (0..<heads).map { h in (0..<l).reduce(0.0) { $0 + Double(stored[h * l + $1]) } }
+        // KV-head rows (three query heads each), one empty and one full.
+        var rows: [[Int32]] = (0..<4).map { _ in (0..<l).filter { _ in r.next() % 4 != 0 }.map { Int32($0) } }
+        rows[1] = []
+        rows[2] = (0..<l).map { Int32($0) }
+        let listed = LayerSelection(layer: 0, granularity: .kvHead, keptIndices: rows, capacityTokens: l, windowTokens: 0, compressed: true)
+        let bits = LayerSelection(
+            layer: 0, granularity: .kvHead, keptBitmaps: KeptBitmaps(positions: rows, length: l)!, capacityTokens: l, windowTokens: 0,
+            compressed: true)
+        let a = OrderedKeptSums.sums(tensor, selection: listed, queryHeadsPerKVHead: 3, length: l, totals: totals)
+        let b = OrderedKeptSums.sums(tensor, selection: bits, queryHeadsPerKVHead: 3, length: l, totals: totals)
+        #expect(a.map(\.bitPattern) == b.map(\.bitPattern))
+        for h in 0..<heads {
+            #expect(b[h].bitPattern == Self.naive(stored, head: h, length: l, row: rows[h / 3]).bitPattern, "head \(h)")
+        }
+    }
+}

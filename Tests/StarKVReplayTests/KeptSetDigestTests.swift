@@ -99,3 +99,25 @@ import Testing
         #expect(KeptDigestVersion(name: "bitmap") == nil)
     }
 }
+
+extension KeptSetDigestTests {
+    @Test(arguments: [KeptDigestVersion.v1, .v2])
+    func bitmapRowsHashLikeTheirPositions(version: KeptDigestVersion) {
+        let rows: [[Int32]] = [[0, 63, 64, 129], [], [5]]
+        let listed = Self.selection(layer: 4, rows: rows)
+        let bits = LayerSelection(
+            layer: 4, granularity: .queryHead, keptBitmaps: KeptBitmaps(positions: rows, length: 130)!, capacityTokens: 4, windowTokens: 1,
+            compressed: true)
+        var a = KeptSetDigest(version: version), b = KeptSetDigest(version: version)
+        a.add(step: 1, promptLength: 130, selections: [listed])
+        b.add(step: 1, promptLength: 130, selections: [bits])
+        #expect(a.finalize() == b.finalize())
+        // Bitmaps over another length than the step's prompt go through their positions.
+        var c = KeptSetDigest(version: version)
+        let longer = LayerSelection(
+            layer: 4, granularity: .queryHead, keptBitmaps: KeptBitmaps(positions: rows, length: 200)!, capacityTokens: 4, windowTokens: 1,
+            compressed: true)
+        c.add(step: 1, promptLength: 130, selections: [longer])
+        #expect(c.finalize() == a.finalize())
+    }
+}

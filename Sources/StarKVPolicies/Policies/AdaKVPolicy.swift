@@ -191,9 +191,9 @@ public struct AdaKVPolicy: KVPolicy {
                     : headCapacities(keys: keys, bases: bases)
                 let ranked = keys.indices.map { h in ScoreRanking<Float>(keys: keys[h], counts: caps.map { $0[h] }) }
                 for (b, plan) in plans.enumerated() {
-                    let rows = ranked.indices.map { ranked[$0].topKWithWindow(count: caps[b][$0], promptLength: l) }
                     layers[b].append(LayerSelection(
-                        layer: layer, granularity: granularity, keptIndices: rows, capacityTokens: plan.capacity, windowTokens: plan.window,
+                        layer: layer, granularity: granularity, keptBitmaps: KeptBitmaps(ranked: ranked, counts: caps[b], promptLength: l),
+                        capacityTokens: plan.capacity, windowTokens: plan.window,
                         compressed: true))
                 }
             }

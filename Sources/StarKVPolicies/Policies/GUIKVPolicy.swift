@@ -187,27 +187,27 @@ public struct GUIKVPolicy: KVPolicy {
                 let plainCounts = plans.indices.filter { !(zeroing && zeroCounts[$0] > 0) }.map { counts[$0] }
                 let ranked = heads.map { ScoreRanking($0, counts: plainCounts) }
                 let zeroKey = Float(0).orderKey
+                // The KV-head path keeps head g·G's set for each KV head (only those rows are built).
+                let keptHeads = granularity == .kvHead ? (0..<hkv).map { $0 * g } : Array(0..<h)
                 for (b, plan) in plans.enumerated() {
                     let k = counts[b]
-                    var rows: [[Int32]]
+                    let rows: KeptBitmaps
                     if zeroing, zeroCounts[b] > 0 {
-                        rows = []
-                        rows.reserveCapacity(h)
-                        for grp in 0..<hkv {
-                            let zeroed = residRanks[grp].topKAscending(count: zeroCounts[b]).map { prevPositions[Int($0)] }.filter { $0 < past }
-                            for hh in (grp * g)..<((grp + 1) * g) {
-                                // The head's keys with the zeroed positions at the key of 0.
-                                var keys = ranked[hh].keys
-                                keys.withUnsafeMutableBufferPointer { kb in for pos in zeroed { kb[pos] = zeroKey } }
-                                rows.append(ScoreRanking<Float>(keys: keys, counts: [k]).topKWithWindow(count: k, promptLength: l))
-                            }
+                        let zeroed = (0..<hkv).map { grp in
+                            residRanks[grp].topKAscending(count: zeroCounts[b]).map { prevPositions[Int($0)] }.filter { $0 < past }
                         }
+                        let zeroedRanks = keptHeads.map { hh in
+                            // The head's keys with its group's zeroed positions at the key of 0.
+                            var keys = ranked[hh].keys
+                            keys.withUnsafeMutableBufferPointer { kb in for pos in zeroed[hh / g] { kb[pos] = zeroKey } }
+                            return ScoreRanking<Float>(keys: keys, counts: [k])
+                        }
+                        rows = KeptBitmaps(ranked: zeroedRanks, count: k, promptLength: l)
                     } else {
-                        rows = ranked.map { $0.topKWithWindow(count: k, promptLength: l) }
+                        rows = KeptBitmaps(ranked: keptHeads.map { ranked[$0] }, count: k, promptLength: l)
                     }
-                    if granularity == .kvHead { rows = (0..<hkv).map { rows[$0 * g] } }
                     layers[b].append(LayerSelection(
-                        layer: layer, granularity: granularity, keptIndices: rows, capacityTokens: plan.capacity, windowTokens: plan.window,
+                        layer: layer, granularity: granularity, keptBitmaps: rows, capacityTokens: plan.capacity, windowTokens: plan.window,
                         compressed: true))
                 }
             }

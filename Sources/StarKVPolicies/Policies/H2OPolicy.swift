@@ -82,7 +82,8 @@ public struct H2OPolicy: KVPolicy {
                     let ranked = groupMeans(normalized, kvHeads: fields.numKVHeads).map { ScoreRanking($0, counts: counts) }
                     for (b, plan) in plans.enumerated() {
                         layers[b].append(LayerSelection(
-                            layer: layer, granularity: .kvHead, keptIndices: ranked.map { $0.topKAscending(count: plan.capacity) },
+                            layer: layer, granularity: .kvHead,
+                            keptBitmaps: KeptBitmaps(rankedWithoutWindow: ranked, count: plan.capacity, promptLength: l),
                             capacityTokens: plan.capacity, windowTokens: 0, compressed: true))
                     }
                 } else {
@@ -93,7 +94,7 @@ public struct H2OPolicy: KVPolicy {
                     let ranked = rows.map { ScoreRanking($0, counts: counts) }
                     for (b, plan) in plans.enumerated() {
                         layers[b].append(LayerSelection(
-                            layer: layer, granularity: .queryHead, keptIndices: ranked.map { $0.topKWithWindow(count: counts[b], promptLength: l) },
+                            layer: layer, granularity: .queryHead, keptBitmaps: KeptBitmaps(ranked: ranked, count: counts[b], promptLength: l),
                             capacityTokens: plan.capacity, windowTokens: plan.window, compressed: true))
                     }
                 }

@@ -84,9 +84,9 @@ public struct PyramidKVPolicy: KVPolicy {
                 let scores = try pooledWindowScores(fields, layer: layer, window: w, past: past, kernel: kernel, pooling: pooling)
                 let ranked = scores.map { row in ScoreRanking(row, counts: caps.map { $0[layer] }) }
                 for (g, plan) in plans.enumerated() {
-                    let rows = ranked.map { $0.topKWithWindow(count: caps[g][layer], promptLength: l) }
                     layers[g].append(LayerSelection(
-                        layer: layer, granularity: .queryHead, keptIndices: rows, capacityTokens: caps[g][layer] + plan.window,
+                        layer: layer, granularity: .queryHead, keptBitmaps: KeptBitmaps(ranked: ranked, count: caps[g][layer], promptLength: l),
+                        capacityTokens: caps[g][layer] + plan.window,
                         windowTokens: plan.window, compressed: true))
                 }
             }

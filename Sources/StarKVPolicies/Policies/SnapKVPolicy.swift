@@ -69,9 +69,9 @@ public struct SnapKVPolicy: KVPolicy {
                 let scores = try pooledWindowScores(fields, layer: layer, window: w, past: past, kernel: kernel, pooling: pooling)
                 let ranked = scores.map { ScoreRanking($0, counts: counts) }
                 for (g, plan) in plans.enumerated() {
-                    let rows = ranked.map { $0.topKWithWindow(count: counts[g], promptLength: l) }
                     layers[g].append(LayerSelection(
-                        layer: layer, granularity: .queryHead, keptIndices: rows, capacityTokens: plan.capacity,
+                        layer: layer, granularity: .queryHead, keptBitmaps: KeptBitmaps(ranked: ranked, count: counts[g], promptLength: l),
+                        capacityTokens: plan.capacity,
                         windowTokens: plan.window, compressed: true))
                 }
             }

@@ -78,12 +78,12 @@ public struct SnapKVPressPolicy: KVPolicy {
     /// C ≤ w, or when past positions tie with the maximum, the reference's topk can drop its last
     /// positions.
     private func selection(layer: Int, ranked: [any TopKRow], plan: BudgetPlan, capacity c: Int) -> LayerSelection {
-        let rows = ranked.map { $0.topKAscending(count: c) }
         let past = plan.past, l = plan.promptLength
-        let windowKept = rows.allSatisfy { row in
-            row.count >= l - past && row.suffix(l - past).elementsEqual((past..<l).lazy.map { Int32($0) })
-        }
-        return LayerSelection(layer: layer, granularity: .kvHead, keptIndices: rows, capacityTokens: c, windowTokens: windowKept ? plan.window : 0, compressed: true)
+        let rows = KeptBitmaps(rankedWithoutWindow: ranked, count: c, promptLength: l)
+        // The rows are ascending and the window is their last l − past positions: it is all kept
+        // exactly when the row keeps every position of [past, l).
+        let windowKept = (0..<rows.rowCount).allSatisfy { rows.count(row: $0, in: past..<l) == l - past }
+        return LayerSelection(layer: layer, granularity: .kvHead, keptBitmaps: rows, capacityTokens: c, windowTokens: windowKept ? plan.window : 0, compressed: true)
     }
 
     /// The padded scores do not depend on the budget (no window clamp): every budget that

@@ -253,9 +253,8 @@ public struct StarKVPolicy: KVPolicy {
         var layers: [LayerSelection] = []
         var flops = snapKVScoringFLOPs(fields.header.model, promptLength: l, window: plan.window, kernel: config.kernel)
         for layer in 0..<fields.numLayers {
-            let kept = rows[layer].topKWithWindow(count: budgets[layer], promptLength: l)
             layers.append(LayerSelection(
-                layer: layer, granularity: .shared, keptIndices: [kept],
+                layer: layer, granularity: .shared, keptBitmaps: KeptBitmaps(ranked: rows[layer], count: budgets[layer], promptLength: l),
                 capacityTokens: budgets[layer] + plan.window, windowTokens: plan.window, compressed: true))
             flops += scored[layer].flops
         }

@@ -200,9 +200,9 @@ public struct VLCachePolicy: KVPolicy {
                 } else if budget > fullWindow, let ranked {
                     switch ranked {
                     case .success(let rows):
-                        let kept = rows.map { $0.topKWithWindow(count: min(budget - fullWindow, past), promptLength: l) }
+                        let kept = KeptBitmaps(ranked: rows, count: min(budget - fullWindow, past), promptLength: l)
                         layers[i].append(LayerSelection(
-                            layer: layer, granularity: .queryHead, keptIndices: kept, capacityTokens: budget, windowTokens: fullWindow, compressed: true))
+                            layer: layer, granularity: .queryHead, keptBitmaps: kept, capacityTokens: budget, windowTokens: fullWindow, compressed: true))
                     case .failure(let error):
                         failures[i] = error
                     }
