@@ -157,3 +157,86 @@ int starkv_bitmap_from_sorted(const int32_t *idx, int64_t n, int64_t length, uin
     }
     return 1;
 }
+
+// ---- Kept sums of bitmap rows (starkv_quality.h) -------------------------------------------
+// Sweeps hand the kept rows over as bitmaps (docs/policies.md "Sweeps"). Heads then run in the
+// lanes of a vector: for each position in ascending order, every head whose row keeps it adds
+// its value to its own fp64 accumulator (a masked add leaves the other lanes untouched, so each
+// lane is exactly the one-accumulator chain of a plain loop). The values come from a copy of
+// the layer transposed to [position][head], made once per step.
+
+static int sums_force_portable = 0;
+void starkv_kept_sums_force_portable(int on) { sums_force_portable = on; }
+
+void starkv_transpose_heads(const uint8_t *data, int kind, const float *half_table, int64_t heads, int64_t length,
+                            int64_t stride, float *out) {
+    for (int64_t j = 0; j < length; j++)
+        for (int64_t h = heads; h < stride; h++) out[j * stride + h] = 0.0f;
+    for (int64_t h = 0; h < heads; h++)
+        for (int64_t j = 0; j < length; j++) out[j * stride + h] = load_value(data, kind, half_table, h * length + j);
+}
+
+#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#include <immintrin.h>
+
+int starkv_kept_sums_bitmaps_available(void) {
+    return !sums_force_portable && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq");
+}
+
+__attribute__((target("avx512f,avx512bw,avx512dq")))
+static void sums_bitmaps_avx512(const float *t, int64_t stride, int64_t length, int64_t heads, const int64_t *head_row,
+                                const uint64_t *words, int64_t words_per_row, double *out) {
+    int64_t groups = (heads + 7) / 8;
+    _Alignas(64) uint8_t masks[4][64];
+    for (int64_t g0 = 0; g0 < groups; g0 += 4) {
+        // Four groups of eight heads (the stride is a multiple of 32, so the loads of a missing
+        // group stay inside the row and its lane masks are zero).
+        __m512d acc0 = _mm512_setzero_pd(), acc1 = _mm512_setzero_pd(), acc2 = _mm512_setzero_pd(),
+                acc3 = _mm512_setzero_pd();
+        for (int64_t w = 0; w * 64 < length; w++) {
+            // Byte j of group g: bit i set when head 8g + i keeps position 64w + j.
+            for (int gi = 0; gi < 4; gi++) {
+                __m512i m = _mm512_setzero_si512();
+                for (int i = 0; i < 8; i++) {
+                    int64_t h = (g0 + gi) * 8 + i;
+                    if (h >= heads) break;
+                    uint64_t bits = words[head_row[h] * words_per_row + w];
+                    m = _mm512_or_si512(m, _mm512_and_si512(_mm512_movm_epi8(bits), _mm512_set1_epi8((char)(1 << i))));
+                }
+                _mm512_store_si512((void *)masks[gi], m);
+            }
+            int64_t jn = length - w * 64 < 64 ? length - w * 64 : 64;
+            const float *p = t + (w * 64) * stride + g0 * 8;
+            for (int64_t j = 0; j < jn; j++, p += stride) {
+                acc0 = _mm512_mask_add_pd(acc0, (__mmask8)masks[0][j], acc0, _mm512_cvtps_pd(_mm256_loadu_ps(p)));
+                acc1 = _mm512_mask_add_pd(acc1, (__mmask8)masks[1][j], acc1, _mm512_cvtps_pd(_mm256_loadu_ps(p + 8)));
+                acc2 = _mm512_mask_add_pd(acc2, (__mmask8)masks[2][j], acc2, _mm512_cvtps_pd(_mm256_loadu_ps(p + 16)));
+                acc3 = _mm512_mask_add_pd(acc3, (__mmask8)masks[3][j], acc3, _mm512_cvtps_pd(_mm256_loadu_ps(p + 24)));
+            }
+        }
+        _Alignas(64) double lanes[32];
+        _mm512_store_pd(lanes, acc0);
+        _mm512_store_pd(lanes + 8, acc1);
+        _mm512_store_pd(lanes + 16, acc2);
+        _mm512_store_pd(lanes + 24, acc3);
+        for (int i = 0; i < 32 && g0 * 8 + i < heads; i++) out[g0 * 8 + i] = lanes[i];
+    }
+}
+
+int starkv_kept_sums_bitmaps(const float *transposed, int64_t stride, int64_t length, int64_t heads, const int64_t *head_row,
+                             const uint64_t *words, int64_t words_per_row, double *out) {
+    if (!starkv_kept_sums_bitmaps_available() || stride % 32 != 0 || stride < heads || heads <= 0 || length < 0 ||
+        words_per_row < (length + 63) / 64)
+        return 0;
+    sums_bitmaps_avx512(transposed, stride, length, heads, head_row, words, words_per_row, out);
+    return 1;
+}
+#else
+int starkv_kept_sums_bitmaps_available(void) { return 0; }
+int starkv_kept_sums_bitmaps(const float *transposed, int64_t stride, int64_t length, int64_t heads, const int64_t *head_row,
+                             const uint64_t *words, int64_t words_per_row, double *out) {
+    (void)transposed; (void)stride; (void)length; (void)heads; (void)head_row; (void)words; (void)words_per_row; (void)out;
+    return 0;
+}
+#endif

@@ -81,6 +81,9 @@ public struct StepDecodeMass: Sendable {
         /// The layer's `decode_attn_sum` tensor (shares the step's bytes; checked [H, L] float).
         var tensor: Tensor
         var totals: [Double]
+        /// The same values as fp32 [position][head] (`HeadMajorCopy`), for bitmap rows; nil where
+        /// the kernel that reads it does not run.
+        var transposed: HeadMajorCopy?
     }
 
     let header: TraceHeader
@@ -116,7 +119,7 @@ public struct StepDecodeMass: Sendable {
                     for x in row { total += Double(x) }
                     return total
                 }
-                return .success(Layer(tensor: chunk.tensor, totals: totals))
+                return .success(Layer(tensor: chunk.tensor, totals: totals, transposed: HeadMajorCopy(chunk.tensor, heads: rows.count, length: l)))
             } catch {
                 return .failure(error as? PolicyError ?? .invalidStep(policy: "quality-proxy", episode: step.episodeID, step: step.stepIndex, reason: "\(error)"))
             }
@@ -134,13 +137,47 @@ public struct StepDecodeMass: Sendable {
             let data = try layers[sel.layer].get()
             let l = step.promptLength
             let heads = data.totals.count
-            let sums = OrderedKeptSums.sums(data.tensor, selection: sel, queryHeadsPerKVHead: g, length: l, totals: data.totals)
+            let sums = OrderedKeptSums.sums(
+                data.tensor, selection: sel, queryHeadsPerKVHead: g, length: l, totals: data.totals, transposed: data.transposed)
             var kept = 0.0, total = 0.0
             for h in 0..<heads {
                 kept += sums[h]
                 total += data.totals[h]
             }
             return total > 0 ? kept / total : nil
+        }
+    }
+}
+
+/// A layer's `decode_attn_sum` rows copied to fp32 [position][head] (heads padded with zeros to
+/// `stride`, a multiple of 32), the layout `starkv_kept_sums_bitmaps` reads: eight heads of a
+/// position are one vector. Made once per step and shared by every pair of a sweep; nil where
+/// that kernel does not run (no AVX-512) or the tensor is not a little-endian float type.
+struct HeadMajorCopy: Sendable {
+    let heads: Int
+    let length: Int
+    let stride: Int
+    let values: [Float]
+
+    init?(_ tensor: Tensor, heads: Int, length l: Int) {
+        var kind = tensor.dtype.floatKernelCode
+        #if _endian(big)
+        kind = 0
+        #endif
+        guard starkv_kept_sums_bitmaps_available() != 0, kind != 0 && kind != 8, heads > 0, l > 0,
+            tensor.bytes.count >= heads * l * tensor.dtype.byteWidth
+        else { return nil }
+        let stride = (heads + 31) / 32 * 32
+        self.heads = heads
+        self.length = l
+        self.stride = stride
+        values = [Float](unsafeUninitializedCapacity: l * stride) { buf, n in
+            tensor.bytes.withUnsafeBufferPointer { data in
+                HalfPrecision.table.withUnsafeBufferPointer { table in
+                    starkv_transpose_heads(data.baseAddress, kind, table.baseAddress, Int64(heads), Int64(l), Int64(stride), buf.baseAddress)
+                }
+            }
+            n = l * stride
         }
     }
 }
@@ -152,8 +189,26 @@ public struct StepDecodeMass: Sendable {
 /// ascending inside the prompt, and a row that keeps every position takes the head's total
 /// (the same ascending sum). Positions outside [0, length) add nothing.
 enum OrderedKeptSums {
-    static func sums(_ tensor: Tensor, selection: LayerSelection, queryHeadsPerKVHead g: Int, length l: Int, totals: [Double]) -> [Double] {
+    static func sums(
+        _ tensor: Tensor, selection: LayerSelection, queryHeadsPerKVHead g: Int, length l: Int, totals: [Double],
+        transposed: HeadMajorCopy? = nil
+    ) -> [Double] {
         let heads = totals.count
+        if let transposed, let bitmaps = selection.keptBitmaps, bitmaps.length == l, transposed.heads == heads, transposed.length == l,
+            selection.keptRowCount > 0
+        {
+            // Bitmap rows over this prompt: heads in vector lanes over the [position][head] copy.
+            let rowTotal = selection.keptRowCount
+            let headRow = (0..<heads).map { Int64(min(selection.keptRowIndex(forQueryHead: $0, queryHeadsPerKVHead: g), rowTotal - 1)) }
+            var out = [Double](repeating: 0, count: heads)
+            let done = transposed.values.withUnsafeBufferPointer { t in
+                bitmaps.words.withUnsafeBufferPointer { w in
+                    starkv_kept_sums_bitmaps(
+                        t.baseAddress, Int64(transposed.stride), Int64(l), Int64(heads), headRow, w.baseAddress, Int64(bitmaps.wordsPerRow), &out)
+                }
+            }
+            if done != 0 { return out }
+        }
         // The C kernel reads binary16, bfloat16 and binary32 in little-endian order.
         var kind = tensor.dtype.floatKernelCode
         if kind == 8 { kind = 0 }

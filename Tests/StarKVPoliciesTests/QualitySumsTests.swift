@@ -1,3 +1,4 @@
+import CStarKVSupport
 import Testing
 import StarKVTrace
 @testable import StarKVPolicies
@@ -99,6 +100,50 @@ extension QualitySumsTests {
         #expect(a.map(\.bitPattern) == b.map(\.bitPattern))
         for h in 0..<heads {
             #expect(b[h].bitPattern == Self.naive(stored, head: h, length: l, row: rows[h / 3]).bitPattern, "head \(h)")
+        }
+    }
+}
+
+/// The bitmap rows' kernel (serialized: it switches the kernel off and on for every thread).
+@Suite(.serialized) struct QualityLaneSumsTests {
+    typealias Rand = QualitySumsTests.Rand
+    static func naive(_ values: [Float], head: Int, length l: Int, row: [Int32]) -> Double {
+        QualitySumsTests.naive(values, head: head, length: l, row: row)
+    }
+
+    /// Heads in vector lanes over the [position][head] copy (`starkv_kept_sums_bitmaps`) give
+    /// each head's one-accumulator ascending sum, for head counts that fill no, one or two
+    /// 32-lane blocks exactly, with −0 and lengths off the 64-position words; forcing the
+    /// portable path gives the same bits through the positions.
+    @Test(arguments: [(TensorDType.f32, 5, 70), (.f16, 28, 129), (.bf16, 40, 64), (.f32, 64, 1)])
+    func bitmapRowsSumInVectorLanesBitForBit(dtype: TensorDType, heads: Int, l: Int) {
+        var r = Rand(s: 0x1234_5678_9ABC_DEF1 &+ UInt64(heads))
+        var values = (0..<(heads * l)).map { _ in r.unit() * Float(1 << (r.next() % 24)) / 4096 }
+        values[0] = -0.0
+        let tensor = Tensor(floats: values, shape: [heads, l], dtype: dtype)
+        let stored = tensor.floats()
+        let totals = (0..<heads).map { h in (0..<l).reduce(0.0) { $0 + Double(stored[h * l + $1]) } }
+        for granularity in [HeadGranularity.queryHead, .kvHead, .shared] {
+            // Four KV heads where the head count allows, else one query head per KV head.
+            let g = granularity == .kvHead && heads % 4 == 0 ? heads / 4 : 1
+            let rowCount = granularity == .shared ? 1 : heads / g
+            let rows: [[Int32]] = (0..<rowCount).map { i in
+                i == 1 ? [] : (0..<l).filter { _ in r.next() % UInt64(2 + i % 5) != 0 }.map { Int32($0) }
+            }
+            let bits = LayerSelection(
+                layer: 0, granularity: granularity, keptBitmaps: KeptBitmaps(positions: rows, length: l)!, capacityTokens: l,
+                windowTokens: 0, compressed: true)
+            let copy = HeadMajorCopy(tensor, heads: heads, length: l)
+            #expect(copy != nil)
+            let lanes = OrderedKeptSums.sums(tensor, selection: bits, queryHeadsPerKVHead: g, length: l, totals: totals, transposed: copy)
+            for h in 0..<heads {
+                let row = rows[bits.keptRowIndex(forQueryHead: h, queryHeadsPerKVHead: g)]
+                #expect(lanes[h].bitPattern == Self.naive(stored, head: h, length: l, row: row).bitPattern, "\(granularity) head \(h)")
+            }
+            starkv_kept_sums_force_portable(1)
+            let portable = OrderedKeptSums.sums(tensor, selection: bits, queryHeadsPerKVHead: g, length: l, totals: totals, transposed: copy)
+            starkv_kept_sums_force_portable(0)
+            #expect(portable.map(\.bitPattern) == lanes.map(\.bitPattern))
         }
     }
 }

@@ -20,4 +20,23 @@ void starkv_kept_sums(const uint8_t *data, int kind, const float *half_table, in
 /// word j / 64) and returns 1, or returns 0 when the positions are not strictly ascending inside
 /// [0, length) (the words are then unspecified). The kept-set digest v2 (docs/replay.md "Digest").
 int starkv_bitmap_from_sorted(const int32_t *idx, int64_t n, int64_t length, uint64_t *words);
+
+/// Writes out[j * stride + h] = the value of head h at position j (read as starkv_kept_sums reads
+/// `data`) for h < heads, and 0 for heads <= h < stride: the [position][head] copy that
+/// starkv_kept_sums_bitmaps reads.
+void starkv_transpose_heads(const uint8_t *data, int kind, const float *half_table, int64_t heads, int64_t length,
+                            int64_t stride, float *out);
+
+/// 1 when starkv_kept_sums_bitmaps runs on this CPU (AVX-512F/BW/DQ), 0 otherwise or when forced off.
+int starkv_kept_sums_bitmaps_available(void);
+/// 1: make starkv_kept_sums_bitmaps unavailable (tests of the fallback); 0: undo.
+void starkv_kept_sums_force_portable(int on);
+
+/// The sums of starkv_kept_sums for rows given as bitmaps over [0, length) (`words_per_row`
+/// words per row from `words`; bit j % 64 of word j / 64 = position j kept): out[h] is the fp64
+/// sum of transposed[j * stride + h] over the set positions j of row head_row[h], ascending, with
+/// one accumulator. `stride` is a multiple of 32, at least `heads`. Returns 0 (nothing written)
+/// when not available here or the sizes do not fit.
+int starkv_kept_sums_bitmaps(const float *transposed, int64_t stride, int64_t length, int64_t heads, const int64_t *head_row,
+                             const uint64_t *words, int64_t words_per_row, double *out);
 #endif
