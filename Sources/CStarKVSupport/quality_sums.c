@@ -184,59 +184,74 @@ int starkv_kept_sums_bitmaps_available(void) {
            __builtin_cpu_supports("avx512dq");
 }
 
+#define SETS 6
+
+// Up to SETS selections (e.g. the budgets of one policy in a sweep) over the same values: every
+// position's eight-head vectors are loaded once and added into each selection's accumulators, so
+// the values stream from memory once per SETS selections.
 __attribute__((target("avx512f,avx512bw,avx512dq")))
-static void sums_bitmaps_avx512(const float *t, int64_t stride, int64_t length, int64_t heads, const int64_t *head_row,
-                                const uint64_t *words, int64_t words_per_row, double *out) {
+static void sums_bitmaps_avx512(const float *t, int64_t stride, int64_t length, int64_t heads, int64_t sets,
+                                const int64_t *head_row, const uint64_t *const *words, int64_t words_per_row, double *out) {
     int64_t groups = (heads + 7) / 8;
-    _Alignas(64) uint8_t masks[4][64];
+    _Alignas(64) uint8_t masks[SETS][4][64];
     for (int64_t g0 = 0; g0 < groups; g0 += 4) {
         // Four groups of eight heads (the stride is a multiple of 32, so the loads of a missing
         // group stay inside the row and its lane masks are zero).
-        __m512d acc0 = _mm512_setzero_pd(), acc1 = _mm512_setzero_pd(), acc2 = _mm512_setzero_pd(),
-                acc3 = _mm512_setzero_pd();
+        __m512d acc[SETS][4];
+        for (int s = 0; s < SETS; s++)
+            for (int gi = 0; gi < 4; gi++) acc[s][gi] = _mm512_setzero_pd();
         for (int64_t w = 0; w * 64 < length; w++) {
-            // Byte j of group g: bit i set when head 8g + i keeps position 64w + j.
-            for (int gi = 0; gi < 4; gi++) {
-                __m512i m = _mm512_setzero_si512();
-                for (int i = 0; i < 8; i++) {
-                    int64_t h = (g0 + gi) * 8 + i;
-                    if (h >= heads) break;
-                    uint64_t bits = words[head_row[h] * words_per_row + w];
-                    m = _mm512_or_si512(m, _mm512_and_si512(_mm512_movm_epi8(bits), _mm512_set1_epi8((char)(1 << i))));
+            // Byte j of (set s, group g): bit i set when head 8g + i of set s keeps position 64w + j.
+            for (int s = 0; s < SETS; s++) {
+                for (int gi = 0; gi < 4; gi++) {
+                    __m512i m = _mm512_setzero_si512();
+                    for (int i = 0; i < 8 && s < sets; i++) {
+                        int64_t h = (g0 + gi) * 8 + i;
+                        if (h >= heads) break;
+                        uint64_t bits = words[s][head_row[s * heads + h] * words_per_row + w];
+                        m = _mm512_or_si512(m, _mm512_and_si512(_mm512_movm_epi8(bits), _mm512_set1_epi8((char)(1 << i))));
+                    }
+                    _mm512_store_si512((void *)masks[s][gi], m);
                 }
-                _mm512_store_si512((void *)masks[gi], m);
             }
             int64_t jn = length - w * 64 < 64 ? length - w * 64 : 64;
             const float *p = t + (w * 64) * stride + g0 * 8;
             for (int64_t j = 0; j < jn; j++, p += stride) {
-                acc0 = _mm512_mask_add_pd(acc0, (__mmask8)masks[0][j], acc0, _mm512_cvtps_pd(_mm256_loadu_ps(p)));
-                acc1 = _mm512_mask_add_pd(acc1, (__mmask8)masks[1][j], acc1, _mm512_cvtps_pd(_mm256_loadu_ps(p + 8)));
-                acc2 = _mm512_mask_add_pd(acc2, (__mmask8)masks[2][j], acc2, _mm512_cvtps_pd(_mm256_loadu_ps(p + 16)));
-                acc3 = _mm512_mask_add_pd(acc3, (__mmask8)masks[3][j], acc3, _mm512_cvtps_pd(_mm256_loadu_ps(p + 24)));
+                __m512d v0 = _mm512_cvtps_pd(_mm256_loadu_ps(p)), v1 = _mm512_cvtps_pd(_mm256_loadu_ps(p + 8));
+                __m512d v2 = _mm512_cvtps_pd(_mm256_loadu_ps(p + 16)), v3 = _mm512_cvtps_pd(_mm256_loadu_ps(p + 24));
+                for (int s = 0; s < SETS; s++) {
+                    acc[s][0] = _mm512_mask_add_pd(acc[s][0], (__mmask8)masks[s][0][j], acc[s][0], v0);
+                    acc[s][1] = _mm512_mask_add_pd(acc[s][1], (__mmask8)masks[s][1][j], acc[s][1], v1);
+                    acc[s][2] = _mm512_mask_add_pd(acc[s][2], (__mmask8)masks[s][2][j], acc[s][2], v2);
+                    acc[s][3] = _mm512_mask_add_pd(acc[s][3], (__mmask8)masks[s][3][j], acc[s][3], v3);
+                }
             }
         }
-        _Alignas(64) double lanes[32];
-        _mm512_store_pd(lanes, acc0);
-        _mm512_store_pd(lanes + 8, acc1);
-        _mm512_store_pd(lanes + 16, acc2);
-        _mm512_store_pd(lanes + 24, acc3);
-        for (int i = 0; i < 32 && g0 * 8 + i < heads; i++) out[g0 * 8 + i] = lanes[i];
+        for (int64_t s = 0; s < sets; s++) {
+            _Alignas(64) double lanes[32];
+            for (int gi = 0; gi < 4; gi++) _mm512_store_pd(lanes + 8 * gi, acc[s][gi]);
+            for (int i = 0; i < 32 && g0 * 8 + i < heads; i++) out[s * heads + g0 * 8 + i] = lanes[i];
+        }
     }
 }
 
-int starkv_kept_sums_bitmaps(const float *transposed, int64_t stride, int64_t length, int64_t heads, const int64_t *head_row,
-                             const uint64_t *words, int64_t words_per_row, double *out) {
-    if (!starkv_kept_sums_bitmaps_available() || stride % 32 != 0 || stride < heads || heads <= 0 || length < 0 ||
+int starkv_kept_sums_bitmaps(const float *transposed, int64_t stride, int64_t length, int64_t heads, int64_t sets,
+                             const int64_t *head_row, const uint64_t *const *words, int64_t words_per_row, double *out) {
+    if (!starkv_kept_sums_bitmaps_available() || stride % 32 != 0 || stride < heads || heads <= 0 || length < 0 || sets < 0 ||
         words_per_row < (length + 63) / 64)
         return 0;
-    sums_bitmaps_avx512(transposed, stride, length, heads, head_row, words, words_per_row, out);
+    for (int64_t s0 = 0; s0 < sets; s0 += SETS) {
+        int64_t n = sets - s0 < SETS ? sets - s0 : SETS;
+        sums_bitmaps_avx512(transposed, stride, length, heads, n, head_row + s0 * heads, words + s0, words_per_row, out + s0 * heads);
+    }
     return 1;
 }
 #else
 int starkv_kept_sums_bitmaps_available(void) { return 0; }
-int starkv_kept_sums_bitmaps(const float *transposed, int64_t stride, int64_t length, int64_t heads, const int64_t *head_row,
-                             const uint64_t *words, int64_t words_per_row, double *out) {
-    (void)transposed; (void)stride; (void)length; (void)heads; (void)head_row; (void)words; (void)words_per_row; (void)out;
+int starkv_kept_sums_bitmaps(const float *transposed, int64_t stride, int64_t length, int64_t heads, int64_t sets,
+                             const int64_t *head_row, const uint64_t *const *words, int64_t words_per_row, double *out) {
+    (void)transposed; (void)stride; (void)length; (void)heads; (void)sets; (void)head_row; (void)words; (void)words_per_row;
+    (void)out;
     return 0;
 }
 #endif

@@ -128,16 +128,49 @@ public struct StepDecodeMass: Sendable {
 
     /// Decode proxy of every selection (nil where the layer recorded no decode mass).
     public func shares(of selections: [LayerSelection]) throws -> [Double?] {
+        try shares(of: selections, presummed: [:])
+    }
+
+    /// `shares(of:)` of each pair's selections (e.g. the budgets of one policy in a sweep), each
+    /// result equal to that call's. A layer's bitmap rows of every pair are summed in one pass
+    /// over its values (`OrderedKeptSums.sums(_:selections:…)`).
+    public func shares(ofEach pairs: [[LayerSelection]]) -> [Result<[Double?], any Error>] {
+        var presummed = [[Int: [Double]]](repeating: [:], count: pairs.count)
+        if stepError == nil {
+            // Group, per layer, the selections that the lane kernel can take.
+            var groups: [Int: [(pair: Int, index: Int)]] = [:]
+            var order: [Int] = []
+            for (p, selections) in pairs.enumerated() {
+                for (i, sel) in selections.enumerated() where sel.keptBitmaps?.length == step.promptLength && layers.indices.contains(sel.layer) {
+                    guard case .success(let data) = layers[sel.layer], data.transposed != nil else { continue }
+                    if groups[sel.layer] == nil { order.append(sel.layer) }
+                    groups[sel.layer, default: []].append((p, i))
+                }
+            }
+            let g = header.model.numQueryHeads / max(1, header.model.numKVHeads)
+            for layer in order {
+                guard case .success(let data) = layers[layer], let copy = data.transposed, let members = groups[layer] else { continue }
+                let selections = members.map { pairs[$0.pair][$0.index] }
+                if let sums = OrderedKeptSums.laneSums(copy, selections: selections, queryHeadsPerKVHead: g) {
+                    for (m, member) in members.enumerated() { presummed[member.pair][member.index] = sums[m] }
+                }
+            }
+        }
+        return pairs.indices.map { p in Result { try shares(of: pairs[p], presummed: presummed[p]) } }
+    }
+
+    /// `shares(of:)` with the kept sums of some selections (by index) already known.
+    private func shares(of selections: [LayerSelection], presummed: [Int: [Double]]) throws -> [Double?] {
         if let stepError { throw stepError }
         let g = header.model.numQueryHeads / max(1, header.model.numKVHeads)
-        return try selections.map { sel -> Double? in
+        return try selections.enumerated().map { i, sel -> Double? in
             guard layers.indices.contains(sel.layer) else {
                 return try QualityProxy.decodeAttentionShare(header: header, step: step, selection: sel)
             }
             let data = try layers[sel.layer].get()
             let l = step.promptLength
             let heads = data.totals.count
-            let sums = OrderedKeptSums.sums(
+            let sums = presummed[i] ?? OrderedKeptSums.sums(
                 data.tensor, selection: sel, queryHeadsPerKVHead: g, length: l, totals: data.totals, transposed: data.transposed)
             var kept = 0.0, total = 0.0
             for h in 0..<heads {
@@ -194,20 +227,10 @@ enum OrderedKeptSums {
         transposed: HeadMajorCopy? = nil
     ) -> [Double] {
         let heads = totals.count
-        if let transposed, let bitmaps = selection.keptBitmaps, bitmaps.length == l, transposed.heads == heads, transposed.length == l,
-            selection.keptRowCount > 0
+        if let transposed, transposed.heads == heads, transposed.length == l,
+            let sums = laneSums(transposed, selections: [selection], queryHeadsPerKVHead: g)
         {
-            // Bitmap rows over this prompt: heads in vector lanes over the [position][head] copy.
-            let rowTotal = selection.keptRowCount
-            let headRow = (0..<heads).map { Int64(min(selection.keptRowIndex(forQueryHead: $0, queryHeadsPerKVHead: g), rowTotal - 1)) }
-            var out = [Double](repeating: 0, count: heads)
-            let done = transposed.values.withUnsafeBufferPointer { t in
-                bitmaps.words.withUnsafeBufferPointer { w in
-                    starkv_kept_sums_bitmaps(
-                        t.baseAddress, Int64(transposed.stride), Int64(l), Int64(heads), headRow, w.baseAddress, Int64(bitmaps.wordsPerRow), &out)
-                }
-            }
-            if done != 0 { return out }
+            return sums[0]
         }
         // The C kernel reads binary16, bfloat16 and binary32 in little-endian order.
         var kind = tensor.dtype.floatKernelCode
@@ -248,6 +271,37 @@ enum OrderedKeptSums {
             withRowPointers(selection.keptIndices, sum)
         }
         return out
+    }
+
+    /// The kept sums of several selections whose rows are bitmaps over the copy's positions, by
+    /// heads in vector lanes over the [position][head] copy (`starkv_kept_sums_bitmaps`); nil when
+    /// a selection has no such bitmaps or the kernel does not run here.
+    static func laneSums(_ copy: HeadMajorCopy, selections: [LayerSelection], queryHeadsPerKVHead g: Int) -> [[Double]]? {
+        let heads = copy.heads, l = copy.length
+        var headRow: [Int64] = []
+        headRow.reserveCapacity(selections.count * heads)
+        var bitmaps: [KeptBitmaps] = []
+        for sel in selections {
+            guard let b = sel.keptBitmaps, b.length == l, b.rowCount > 0 else { return nil }
+            bitmaps.append(b)
+            for h in 0..<heads { headRow.append(Int64(min(sel.keptRowIndex(forQueryHead: h, queryHeadsPerKVHead: g), b.rowCount - 1))) }
+        }
+        guard let perRow = bitmaps.first?.wordsPerRow else { return [] }
+        var out = [Double](repeating: 0, count: selections.count * heads)
+        let done = copy.values.withUnsafeBufferPointer { t in
+            withWordPointers(bitmaps[...]) { words in
+                starkv_kept_sums_bitmaps(
+                    t.baseAddress, Int64(copy.stride), Int64(l), Int64(heads), Int64(selections.count), headRow, words, Int64(perRow), &out)
+            }
+        }
+        guard done != 0 else { return nil }
+        return (0..<selections.count).map { Array(out[($0 * heads)..<(($0 + 1) * heads)]) }
+    }
+
+    /// Calls `body` with each bitmap's word storage pinned (nested, no copy).
+    private static func withWordPointers<R>(_ bitmaps: ArraySlice<KeptBitmaps>, _ pointers: [UnsafePointer<UInt64>?] = [], _ body: ([UnsafePointer<UInt64>?]) -> R) -> R {
+        guard let first = bitmaps.first else { return body(pointers) }
+        return first.words.withUnsafeBufferPointer { w in withWordPointers(bitmaps.dropFirst(), pointers + [w.baseAddress], body) }
     }
 
     /// Calls `body` with a pointer to each row's positions, written ascending into one buffer.

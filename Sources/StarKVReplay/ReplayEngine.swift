@@ -223,10 +223,19 @@ public struct PolicyReplayer {
                 PolicyStepInput(header: header, step: step, budget: unit[$0].budget, numerics: numerics, notes: unit[$0].notes)
             }
             let outputs = unit[live[0]].policy.compressMany(inputs, states: live.map { unit[$0].state })
+            // The decode proxy of every budget at once (each layer's values read once for all).
+            let succeeded = outputs.indices.filter { if case .success = outputs[$0] { return true } else { return false } }
+            var quality = [Int: Result<[Double?], any Error>]()
+            if let mass {
+                let shares = mass.shares(ofEach: succeeded.map { j in (try? outputs[j].get())?.layers ?? [] })
+                for (n, j) in succeeded.enumerated() { quality[j] = shares[n] }
+            }
             for (j, p) in live.enumerated() {
                 switch outputs[j] {
                 case .success(let output):
-                    finish(&unit[p], output: output, step: step, availability: nil, cachedMass: nil, newTokens: step.promptLength, dumping: dumping, mass: mass)
+                    finish(
+                        &unit[p], output: output, step: step, availability: nil, cachedMass: nil, newTokens: step.promptLength, dumping: dumping,
+                        mass: mass, quality: quality[j])
                 case .failure(let error):
                     unit[p].error = "\(error)"
                 }
@@ -272,7 +281,7 @@ public struct PolicyReplayer {
     /// digest, golden agreement, dump, quality proxy and the step's facts.
     static func finish(
         _ p: inout PairState, output: PolicyStepOutput, step: StepRecord, availability: [[Bool]]?, cachedMass: Double?, newTokens: Int,
-        dumping: Bool, mass: StepDecodeMass?
+        dumping: Bool, mass: StepDecodeMass?, quality: Result<[Double?], any Error>? = nil
     ) {
         p.state = output.state
         var selections = output.layers
@@ -301,7 +310,9 @@ public struct PolicyReplayer {
                     p.dumpLines += Array((line + "\n").utf8)
                 }
             }
-            if let mass {
+            if let quality {
+                perLayerQuality = try quality.get().compactMap { $0 }
+            } else if let mass {
                 perLayerQuality = try mass.shares(of: selections).compactMap { $0 }
             }
         } catch {

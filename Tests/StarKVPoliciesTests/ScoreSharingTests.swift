@@ -274,3 +274,36 @@ import StarKVTrace
         }
     }
 }
+
+extension ScoreSharingTests {
+    /// The decode proxy of a sweep's budgets at once (`shares(ofEach:)`, bitmap rows summed in
+    /// one pass per layer) equals each budget's own proxy, bit for bit, with more budgets than one
+    /// pass takes and a budget whose rows are lists; a missing chunk fails every budget alike.
+    @Test func decodeProxyOfEveryBudgetAtOnceEqualsEachBudgetsOwn() throws {
+        let header = Fixture.header()
+        let step = Fixture.randomStep(seed: 21, length: 150, images: [Fixture.image(10, 60), Fixture.image(70, 140)])
+        let budgets: [KVBudget] = [.percent(5), .percent(10), .percent(20), .percent(30), .percent(40), .percent(50), .percent(60), .percent(80)]
+        for policy in [SnapKVPolicy(), GUIKVPolicy(granularity: .kvHead), StarKVPolicy()] as [any KVPolicy] {
+            let inputs = budgets.map { PolicyStepInput(header: header, step: step, budget: $0) }
+            var selections = try policy.compressMany(inputs, states: inputs.map { _ in policy.initialState }).map { try $0.get().layers }
+            #expect(selections[4][0].keptBitmaps != nil, "\(policy.name) selects bitmaps in a sweep")
+            selections.append(selections[2].map { sel in var listed = sel; listed.keptIndices = sel.keptIndices; return listed })
+            let mass = StepDecodeMass(header: header, step: step)
+            let all = mass.shares(ofEach: selections)
+            for (b, sels) in selections.enumerated() {
+                let expected = try QualityProxy.decodeAttentionShares(header: header, step: step, output: PolicyStepOutput(layers: sels, scoringFLOPs: 0, state: .empty))
+                let got = try all[b].get()
+                #expect(got.map { $0?.bitPattern } == expected.map { $0?.bitPattern }, "\(policy.name) budget \(b)")
+            }
+        }
+        var missing = step
+        missing.chunks.removeAll { $0.field == TraceField.decodeAttnSum && $0.layer == 1 }
+        let inputs = budgets.prefix(2).map { PolicyStepInput(header: header, step: missing, budget: $0) }
+        let selections = try SnapKVPolicy().compressMany(Array(inputs), states: [.empty, .empty]).map { try $0.get().layers }
+        for result in StepDecodeMass(header: header, step: missing).shares(ofEach: selections) {
+            #expect(throws: PolicyError.missingChunk(policy: "quality-proxy", field: TraceField.decodeAttnSum, layer: 1, episode: "ep", step: 0)) {
+                try result.get()
+            }
+        }
+    }
+}

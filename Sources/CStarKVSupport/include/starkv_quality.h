@@ -32,11 +32,12 @@ int starkv_kept_sums_bitmaps_available(void);
 /// 1: make starkv_kept_sums_bitmaps unavailable (tests of the fallback); 0: undo.
 void starkv_kept_sums_force_portable(int on);
 
-/// The sums of starkv_kept_sums for rows given as bitmaps over [0, length) (`words_per_row`
-/// words per row from `words`; bit j % 64 of word j / 64 = position j kept): out[h] is the fp64
-/// sum of transposed[j * stride + h] over the set positions j of row head_row[h], ascending, with
-/// one accumulator. `stride` is a multiple of 32, at least `heads`. Returns 0 (nothing written)
-/// when not available here or the sizes do not fit.
-int starkv_kept_sums_bitmaps(const float *transposed, int64_t stride, int64_t length, int64_t heads, const int64_t *head_row,
-                             const uint64_t *words, int64_t words_per_row, double *out);
+/// The sums of starkv_kept_sums for `sets` selections whose rows are bitmaps over [0, length)
+/// (selection s: `words[s]`, `words_per_row` words per row; bit j % 64 of word j / 64 = position j
+/// kept): out[s * heads + h] is the fp64 sum of transposed[j * stride + h] over the set positions
+/// j of row head_row[s * heads + h] of selection s, ascending, with one accumulator. `stride` is a
+/// multiple of 32, at least `heads`. Returns 0 (nothing written) when not available here or the
+/// sizes do not fit.
+int starkv_kept_sums_bitmaps(const float *transposed, int64_t stride, int64_t length, int64_t heads, int64_t sets,
+                             const int64_t *head_row, const uint64_t *const *words, int64_t words_per_row, double *out);
 #endif
