@@ -195,6 +195,8 @@ public struct CachingAllocator: Sendable {
     public let deviceTotalBytes: Int
     public let options: CachingAllocatorOptions
     public private(set) var stats = CachingAllocatorStats()
+    /// Every comparison with the capacity so far (`CapacityEnvelope`).
+    public private(set) var capacityEnvelope = CapacityEnvelope()
 
     var blocks: [Block] = []
     var freeSlots: [Int] = []
@@ -454,7 +456,7 @@ public struct CachingAllocator: Sendable {
     mutating func allocBlock(small: Bool, size: Int, allocSize: Int, isRetry: Bool) -> Int? {
         if isRetry { stats.numAllocRetries += 1 }
         if options.expandableSegments { return tryAllocateExpandableBlock(small: small, size: size) }
-        if !ignoreCapacity && stats.reservedBytes.current + allocSize > capacityBytes { return nil }
+        if !ignoreCapacity && !capacityEnvelope.check(stats.reservedBytes.current + allocSize, capacity: capacityBytes) { return nil }
         let address = nextAddress
         nextAddress += ((allocSize + Self.roundLarge - 1) / Self.roundLarge) * Self.roundLarge
         stats.reservedBytes.increase(allocSize)
@@ -669,7 +671,7 @@ public struct CachingAllocator: Sendable {
         let begin = offset / seg.pageSize
         let end = (offset + size + seg.pageSize - 1) / seg.pageSize
         let mappedSize = (end - begin) * seg.pageSize
-        if !ignoreCapacity && stats.reservedBytes.current + mappedSize > capacityBytes { return false }
+        if !ignoreCapacity && !capacityEnvelope.check(stats.reservedBytes.current + mappedSize, capacity: capacityBytes) { return false }
         record(.segmentMap, blocks[i].address, mappedSize)
         eraseUnmapped(i)
         blocks[i].mapped = true
@@ -742,4 +744,31 @@ public struct CachingAllocator: Sendable {
         segmentsExpandable[blocks[i].expandableSegment].live = false
         killBlock(i)
     }
+}
+
+/// What a run's comparisons with the device capacity were (docs/memory-model.md, "Verdicts on
+/// other GPUs"): the largest byte count any check compared with the capacity, and whether one
+/// failed. The capacity enters an allocator's trajectory only through these checks, so a run with
+/// no failed check takes exactly the same path on any device whose capacity is at least
+/// `largestCheckedBytes` (same peaks, no OOM), and need not be simulated again for it.
+public struct CapacityEnvelope: Sendable, Equatable {
+    /// The largest `reserved + new segment` (or live bytes, analytic) compared with the capacity.
+    public var largestCheckedBytes = 0
+    /// Whether some check found the capacity exceeded.
+    public var failed = false
+
+    public init() {}
+
+    /// Records one check of `bytes` against `capacity`; true when it fits.
+    mutating func check(_ bytes: Int, capacity: Int) -> Bool {
+        largestCheckedBytes = max(largestCheckedBytes, bytes)
+        if bytes > capacity {
+            failed = true
+            return false
+        }
+        return true
+    }
+
+    /// Whether a run on a device of `capacityBytes` (everything else equal) takes this run's path.
+    public func samePath(capacityBytes: Int) -> Bool { !failed && largestCheckedBytes <= capacityBytes }
 }

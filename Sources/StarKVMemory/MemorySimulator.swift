@@ -121,6 +121,20 @@ public struct MemorySimulator: Sendable {
             return LiveTensor(bytes: bytes, category: category.label, allocatedAt: MemorySimulator.where(Int(step), event))
         }
     }
+    /// The analytic allocator's comparisons of the live bytes with the capacity.
+    var analyticEnvelope = CapacityEnvelope()
+
+    /// The run's comparisons with the capacity so far, where they are all the accelerator's
+    /// capacity changes (the caching allocator without expandable segments, whose virtual size
+    /// follows the device; the analytic one); nil for the paged pool.
+    public var capacityEnvelope: CapacityEnvelope? {
+        switch config.allocator {
+        case .torchCaching: return config.cachingOptions.expandableSegments ? nil : allocator?.capacityEnvelope
+        case .analytic: return analyticEnvelope
+        case .vllmPaged: return nil
+        }
+    }
+
     /// Program locations of recorded allocator events (only when recording history).
     public private(set) var frames: [AllocatorFrame] = []
     var frameIDs: [FrameKey: Int32] = [:]
@@ -284,8 +298,10 @@ public struct MemorySimulator: Sendable {
                         handles[e.tensor] = allocator!.mallocIgnoringCapacity(e.bytes)
                     }
                     if recording { noteHistory(step: step, e) }
-                } else if config.allocator == .analytic, tracker.totalBytes > capacity, oom == nil {
-                    oom = OutOfMemoryEvent(step: step, location: e.location, allocator: nil)
+                } else if config.allocator == .analytic {
+                    if !analyticEnvelope.check(tracker.totalBytes, capacity: capacity), oom == nil {
+                        oom = OutOfMemoryEvent(step: step, location: e.location, allocator: nil)
+                    }
                 }
             case .free:
                 live.removeValue(forKey: e.tensor)

@@ -7,6 +7,15 @@ import StarKVPolicies
 /// in parallel into fixed slots.
 enum MemoryPass {
     static func simulate(pairs: [PairReplay], config: MemorySimulationConfig, threads: Int) throws -> [ReplayResults.RunResult] {
+        try simulateWithEnvelopes(pairs: pairs, config: config, threads: threads).runs
+    }
+
+    /// `simulate`, with each pair's comparisons with the capacity (`CapacityEnvelope`; nil where
+    /// the capacity enters otherwise), so that verdicts on other GPUs can reuse the runs that
+    /// take the same path there.
+    static func simulateWithEnvelopes(
+        pairs: [PairReplay], config: MemorySimulationConfig, threads: Int
+    ) throws -> (runs: [ReplayResults.RunResult], envelopes: [CapacityEnvelope?]) {
         // Pairs whose memory inputs are equal apart from the scoring FLOPs (e.g. every uniform
         // policy at one percentage budget) are simulated once; the scoring figures are set per
         // pair afterwards. The simulator is deterministic, so the results are the same.
@@ -28,16 +37,16 @@ enum MemoryPass {
             }
         }
         let simulated = DeterministicParallel.map(count: unique.count, workers: threads) { i in
-            Result { () throws(MemorySimulationError) -> [StepMemoryReport] in
+            Result { () throws(MemorySimulationError) -> (reports: [StepMemoryReport], envelope: CapacityEnvelope?) in
                 var sim = try MemorySimulator(config: config)
                 var reports: [StepMemoryReport] = []
                 for s in unique[i] { reports.append(try sim.step(s)) }
-                return reports
+                return (reports, sim.capacityEnvelope)
             }
         }
-        return try pairs.enumerated().map { i, pair in
+        let runs = try pairs.enumerated().map { i, pair in
             do {
-                let reports = try simulated[slots[i]].get().enumerated().map { j, r in
+                let reports = try simulated[slots[i]].get().reports.enumerated().map { j, r in
                     MemorySimulator.replacingScoring(r, scoringFLOPs: input(pair.steps[j]).scoringFLOPs, config: config)
                 }
                 return run(pair, reports: reports, config: config)
@@ -45,6 +54,7 @@ enum MemoryPass {
                 throw ReplayError.invalidRequest("\(pair.policy.label) @ \(pair.budget): \(error)")
             }
         }
+        return (runs, slots.map { (try? simulated[$0].get())?.envelope ?? nil })
     }
 
     /// The memory input of one replayed step.

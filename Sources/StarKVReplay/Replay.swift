@@ -79,7 +79,8 @@ public enum Replay {
 
         // Memory simulation per pair (independent, so in parallel; fixed result slots).
         progress?(ReplayProgress(stepsDone: reader.stepCount, stepsTotal: reader.stepCount, pairs: pairs.count, phase: "memory"))
-        let runs = try MemoryPass.simulate(pairs: pairs, config: memory, threads: request.threads)
+        let simulated = try MemoryPass.simulateWithEnvelopes(pairs: pairs, config: memory, threads: request.threads)
+        let runs = simulated.runs
 
         var notes: [String] = []
         if numerics != .fp32 || traceNumerics != .fp32 {
@@ -123,7 +124,8 @@ public enum Replay {
             schemaVersion: ReplayResults.currentSchemaVersion, generator: request.generator, trace: info, settings: settings,
             runs: runs, notes: notes, digest: "")
         results.digest = digest(of: results)
-        results.gpuVerdicts = try gpuVerdicts(pairs: pairs, memory: memory, gpus: request.verdictGPUs, threads: request.threads)
+        results.gpuVerdicts = try gpuVerdicts(
+            pairs: pairs, memory: memory, gpus: request.verdictGPUs, threads: request.threads, simulated: simulated)
         return (results, pairs, memory)
     }
 
