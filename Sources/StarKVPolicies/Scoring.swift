@@ -78,12 +78,23 @@ func pool(_ values: [Float], kernel k: Int, pooling: Pooling) -> [Float] {
                 }
             }
         case .max:
-            for j in 0..<n {
-                let lo = Swift.max(0, j - half), hi = Swift.min(n - 1, j - half + k - 1)
-                var best = -Float.infinity
-                var m = lo
-                while m <= hi { if v[m] > best { best = v[m] }; m += 1 }
-                out[j] = best
+            // out[j] = the largest of x[j-h], …, x[j-h+k-1] inside [0, n), taken in that order
+            // with `>` (NaN never taken; the first of +0/−0 kept). Outside [0, n) the padding is
+            // −∞, which `>` never takes either, so k shifted passes give the same values and
+            // vectorise across j.
+            var padded = [Float](repeating: -.infinity, count: n + k - 1)
+            padded.withUnsafeMutableBufferPointer { p in
+                for j in 0..<n { p[half + j] = v[j] }
+                out.withUnsafeMutableBufferPointer { o in
+                    for j in 0..<n { o[j] = -.infinity }
+                    for m in 0..<k {
+                        let src = UnsafeBufferPointer(rebasing: p[m..<(m + n)])
+                        for j in 0..<n {
+                            let x = src[j]
+                            o[j] = x > o[j] ? x : o[j]
+                        }
+                    }
+                }
             }
         }
     }

@@ -232,3 +232,32 @@ import StarKVTrace
         #expect(floatRow(t, from: 0, count: 8).map(\.bitPattern) == t.floats().map(\.bitPattern))
     }
 }
+
+extension PrimitivesTests {
+    /// Max pooling by shifted passes equals the neighbourhood loop it replaced, bit for bit:
+    /// NaN never taken, −∞ kept, the first of +0/−0 in the window kept, odd and even kernels.
+    @Test func maxPoolingEqualsTheInRangeNeighbourLoopBitForBit() {
+        func reference(_ v: [Float], _ k: Int) -> [Float] {
+            let n = v.count, half = k / 2
+            return (0..<n).map { j in
+                let lo = max(0, j - half), hi = min(n - 1, j - half + k - 1)
+                var best = -Float.infinity
+                var m = lo
+                while m <= hi { if v[m] > best { best = v[m] }; m += 1 }
+                return best
+            }
+        }
+        var s: UInt64 = 0x2545_F491_4F6C_DD1D
+        func next() -> UInt64 { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return s }
+        let special: [Float] = [.nan, 0, -0.0, -.infinity, .infinity, 1, -1]
+        for trial in 0..<200 {
+            let n = 1 + Int(next() % 40)
+            let row: [Float] = (0..<n).map { _ in
+                trial % 2 == 0 ? special[Int(next() % UInt64(special.count))] : Float(Int(next() % 9)) - 4
+            }
+            for k in 2...9 {
+                #expect(pool(row, kernel: k, pooling: .max).map(\.bitPattern) == reference(row, k).map(\.bitPattern), "row \(row) k \(k)")
+            }
+        }
+    }
+}
