@@ -164,3 +164,48 @@ int64_t starkv_bitmap_count(const uint64_t *words, int64_t lo, int64_t hi) {
     }
     return c;
 }
+
+// ---- Widening stored floats to fp32 (starkv_keptrows.h) ------------------------------------
+// Scoring reads f16/bf16 trace fields as fp32 rows. F16C's conversion gives the same bits as
+// the table of Float(Float16(bitPattern:)) for every pattern (tested over all 65,536): exact for
+// normal and subnormal values, infinities kept, NaNs quieted with their payload.
+
+#ifdef STARKV_X86
+__attribute__((target("avx512f")))
+static void widen_half_avx512(const uint16_t *src, int64_t n, float *out) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+    for (; i < n; i++) out[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(src[i])));
+}
+
+__attribute__((target("avx2,f16c")))
+static void widen_half_f16c(const uint16_t *src, int64_t n, float *out) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+    for (; i < n; i++) out[i] = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(src[i])));
+}
+#endif
+
+void starkv_widen_to_float(const uint8_t *src, int kind, const float *half_table, int64_t n, float *out) {
+    if (n <= 0) return;
+    switch (kind) {
+    case 2: {
+        const uint16_t *h = (const uint16_t *)src;
+#ifdef STARKV_X86
+        if (have_avx512()) { widen_half_avx512(h, n, out); return; }
+        if (!force_portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) { widen_half_f16c(h, n, out); return; }
+#endif
+        for (int64_t i = 0; i < n; i++) out[i] = half_table[h[i]];
+        return;
+    }
+    case 3: {
+        const uint16_t *b = (const uint16_t *)src;
+        uint32_t *o = (uint32_t *)out;
+        for (int64_t i = 0; i < n; i++) o[i] = (uint32_t)b[i] << 16;
+        return;
+    }
+    default:
+        memcpy(out, src, (size_t)n * 4);
+        return;
+    }
+}

@@ -67,7 +67,7 @@ func pool(_ values: [Float], kernel k: Int, pooling: Pooling) -> [Float] {
             // vectorise across j.
             var padded = [Float](repeating: 0, count: n + k - 1)
             padded.withUnsafeMutableBufferPointer { p in
-                for j in 0..<n { p[half + j] = v[j] }
+                (p.baseAddress! + half).update(from: v.baseAddress!, count: n)
                 out.withUnsafeMutableBufferPointer { o in
                     for m in 0..<k {
                         let src = UnsafeBufferPointer(rebasing: p[m..<(m + n)])
@@ -84,7 +84,7 @@ func pool(_ values: [Float], kernel k: Int, pooling: Pooling) -> [Float] {
             // vectorise across j.
             var padded = [Float](repeating: -.infinity, count: n + k - 1)
             padded.withUnsafeMutableBufferPointer { p in
-                for j in 0..<n { p[half + j] = v[j] }
+                (p.baseAddress! + half).update(from: v.baseAddress!, count: n)
                 out.withUnsafeMutableBufferPointer { o in
                     for j in 0..<n { o[j] = -.infinity }
                     for m in 0..<k {

@@ -105,7 +105,7 @@ struct StepFields {
             let t = try chunk(TraceField.winSum, layer: layer)
             try checkFloat(t, TraceField.winSum, layer)
             try checkShape(t, TraceField.winSum, layer, [header.windowSizes.count, numHeads, promptLength])
-            rows = (0..<numHeads).map { h in floatRow(t, from: (k * numHeads + h) * promptLength, count: n) }
+            rows = (0..<numHeads).map { h in t.floats(from: (k * numHeads + h) * promptLength, count: n) }
         } else if window > 0, header.winRowsMax >= window, index[ChunkKey(field: TraceField.winRows, layer: layer)] != nil {
             let w = header.winRowsMax
             let t = try chunk(TraceField.winRows, layer: layer)
@@ -114,7 +114,7 @@ struct StepFields {
             rows = (0..<numHeads).map { h in
                 var acc = [Float](repeating: 0, count: n)
                 for r in (w - window)..<w {
-                    let row = floatRow(t, from: (h * w + r) * promptLength, count: n)
+                    let row = t.floats(from: (h * w + r) * promptLength, count: n)
                     for j in 0..<n { acc[j] += row[j] }
                 }
                 return acc
@@ -152,7 +152,7 @@ struct StepFields {
         let t = try chunk(field, layer: layer)
         try checkFloat(t, field, layer)
         try checkShape(t, field, layer, [numHeads, promptLength])
-        return (0..<numHeads).map { h in floatRow(t, from: h * promptLength, count: min(columns, promptLength)) }
+        return (0..<numHeads).map { h in t.floats(from: h * promptLength, count: min(columns, promptLength)) }
     }
 
     /// `hid_norm[V]` (all visual tokens of the step, span order).
@@ -160,7 +160,7 @@ struct StepFields {
         let t = try chunk(TraceField.hidNorm, layer: layer)
         try checkFloat(t, TraceField.hidNorm, layer)
         try checkShape(t, TraceField.hidNorm, layer, [step.visualTokenCount])
-        return floatRow(t, from: 0, count: step.visualTokenCount)
+        return t.floats(from: 0, count: step.visualTokenCount)
     }
 
     /// `guikv_resid[Hkv, Vprev]`.
@@ -169,7 +169,7 @@ struct StepFields {
         let t = try chunk(TraceField.guikvResid, layer: layer)
         try checkFloat(t, TraceField.guikvResid, layer)
         try checkShape(t, TraceField.guikvResid, layer, [numKVHeads, vPrev])
-        return (0..<numKVHeads).map { g in floatRow(t, from: g * vPrev, count: vPrev) }
+        return (0..<numKVHeads).map { g in t.floats(from: g * vPrev, count: vPrev) }
     }
 
     /// An integer field of `count` elements (count_gt_001 [H], n_valid [1]).
@@ -180,35 +180,3 @@ struct StepFields {
     }
 }
 
-/// `count` values of tensor `t` from element `start` as Float, exactly as `Tensor.floats(from:count:)`
-/// converts them (clipped to the tensor's elements), with binary16 values widened by arithmetic
-/// the compiler can vectorise (`halfToFloat`) instead of a 256 KiB table lookup per value.
-func floatRow(_ t: Tensor, from start: Int, count: Int) -> [Float] {
-    guard t.dtype == .f16 else { return t.floats(from: start, count: count) }
-    let first = max(0, start)
-    let n = max(0, min(count, t.bytes.count / 2 - first))
-    return t.bytes.withUnsafeBytes { raw in
-        // Array storage is aligned for any scalar, so the bytes can be read as UInt16 values.
-        raw.withMemoryRebound(to: UInt16.self) { halves in
-            [Float](unsafeUninitializedCapacity: n) { out, initialized in
-                let src = UnsafeBufferPointer(rebasing: halves[first..<(first + n)])
-                for i in 0..<n { out[i] = halfToFloat(UInt16(littleEndian: src[i])) }
-                initialized = n
-            }
-        }
-    }
-}
-
-/// The Float value of a binary16 bit pattern, bit for bit `Float(Float16(bitPattern: h))`:
-/// normal values re-biased in the integer domain, subnormals as `m · 2⁻²⁴` (a normal product,
-/// so no subnormal operand slows the FPU), infinities kept, NaNs quieted with their payload.
-@inline(__always) func halfToFloat(_ h: UInt16) -> Float {
-    let x = UInt32(h)
-    let sign = (x & 0x8000) << 16
-    let magnitude = x & 0x7FFF
-    let normal = (magnitude << 13) &+ 0x3800_0000
-    let subnormal = (Float(magnitude) * 0x1p-24).bitPattern
-    let special = (magnitude << 13) | 0x7F80_0000 | (magnitude > 0x7C00 ? 0x0040_0000 : 0)
-    let bits = magnitude < 0x0400 ? subnormal : (magnitude >= 0x7C00 ? special : normal)
-    return Float(bitPattern: bits | sign)
-}

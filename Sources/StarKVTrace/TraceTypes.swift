@@ -1,3 +1,4 @@
+import CStarKVSupport
 import StarKVModel
 
 /// The class of one prompt token (`schemas/trace.proto` TokenType; docs/algorithms.md §10.2).
@@ -353,6 +354,20 @@ public struct Tensor: Sendable, Equatable {
     public func floats(from start: Int, count: Int) -> [Float] {
         let first = max(0, start)
         let n = max(0, min(count, bytes.count / dtype.byteWidth - first))
+        #if _endian(little)
+        let kind = dtype.floatKernelCode
+        if kind >= 2 && kind <= 4 {
+            // Float storage: one bulk widening (F16C for binary16 where the CPU has it).
+            return [Float](unsafeUninitializedCapacity: n) { out, initialized in
+                bytes.withUnsafeBufferPointer { raw in
+                    HalfPrecision.table.withUnsafeBufferPointer { table in
+                        starkv_widen_to_float(raw.baseAddress.map { $0 + first * dtype.byteWidth }, kind, table.baseAddress, Int64(n), out.baseAddress)
+                    }
+                }
+                initialized = n
+            }
+        }
+        #endif
         return bytes.withUnsafeBytes { raw -> [Float] in
             [Float](unsafeUninitializedCapacity: n) { out, initialized in
                 func load<T: FixedWidthInteger>(_ i: Int, _: T.Type) -> T {

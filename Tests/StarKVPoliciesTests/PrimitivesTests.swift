@@ -217,20 +217,6 @@ import StarKVTrace
         #expect(out.layers[0].keptIndices.allSatisfy { $0 == [1, 3, 8, 9, 10, 11] })
         #expect(notes.all.count == 1 && notes.all[0].contains("window 4") && notes.all[0].contains("window-8 sums"))
     }
-
-    /// The policies' f16 widening gives every binary16 bit pattern the bits of the trace
-    /// module's table (`Float(Float16(bitPattern:))`): zeros, subnormals, normals, infinities and
-    /// NaNs with their payloads; and `floatRow` reads the same values as `Tensor.floats`.
-    @Test func halfWideningMatchesTheTableForEveryBitPattern() {
-        for bits in 0...Int(UInt16.max) {
-            let want = HalfPrecision.table[bits].bitPattern
-            let got = halfToFloat(UInt16(bits)).bitPattern
-            if got != want { Issue.record("f16 \(String(bits, radix: 16)): \(String(got, radix: 16)) != \(String(want, radix: 16))"); break }
-        }
-        let t = Tensor(floats: [0, 1.5, -2, 65504, 6e-8, .infinity, -0.0, 0.1], shape: [8], dtype: .f16)
-        #expect(floatRow(t, from: 2, count: 9).map(\.bitPattern) == t.floats(from: 2, count: 9).map(\.bitPattern))
-        #expect(floatRow(t, from: 0, count: 8).map(\.bitPattern) == t.floats().map(\.bitPattern))
-    }
 }
 
 extension PrimitivesTests {

@@ -24,6 +24,11 @@ int64_t starkv_bitmap_positions(const uint64_t *words, int64_t length, int32_t *
 /// Set bits of a bitmap in [lo, hi) (0 <= lo <= hi; hi within the bitmap).
 int64_t starkv_bitmap_count(const uint64_t *words, int64_t lo, int64_t hi);
 
+/// Widens n little-endian stored floats to fp32: kind 2 = binary16 (through F16C where the CPU
+/// has it, else `half_table`, 65,536 floats), 3 = bfloat16, 4 = binary32 (copied). `src` must be
+/// aligned for its element type. Little-endian hosts only.
+void starkv_widen_to_float(const uint8_t *src, int kind, const float *half_table, int64_t n, float *out);
+
 /// 0: let the kernels pick AVX-512 where the CPU has it; 1: force the portable code (tests).
 void starkv_keptrows_force_portable(int on);
 #endif
