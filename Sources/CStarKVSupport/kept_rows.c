@@ -108,10 +108,11 @@ static int64_t positions_avx512(const uint64_t *words, int64_t length, int32_t *
 
 int64_t starkv_ranked_bitmap_u32(const uint32_t *keys, int64_t n, uint32_t cut, int64_t ties, int64_t tail_lo,
                                  int64_t tail_hi, int64_t length, uint64_t *words) {
-    if (n < 0 || n > tail_lo || tail_lo > tail_hi || tail_hi > length) return -1;
+    if (length < 0) return -1;
     int64_t word_count = (length + 63) >> 6;
+    if (word_count > 0) memset(words, 0, (size_t)word_count * sizeof(uint64_t));
+    if (n < 0 || n > tail_lo || tail_lo > tail_hi || tail_hi > length) return -1;
     if (word_count == 0) return 0;
-    memset(words, 0, (size_t)word_count * sizeof(uint64_t));
     int64_t base = 0;
 #ifdef STARKV_X86
     if (have_avx512()) {
@@ -127,10 +128,11 @@ int64_t starkv_ranked_bitmap_u32(const uint32_t *keys, int64_t n, uint32_t cut, 
 
 int64_t starkv_ranked_bitmap_u64(const uint64_t *keys, int64_t n, uint64_t cut, int64_t ties, int64_t tail_lo,
                                  int64_t tail_hi, int64_t length, uint64_t *words) {
-    if (n < 0 || n > tail_lo || tail_lo > tail_hi || tail_hi > length) return -1;
+    if (length < 0) return -1;
     int64_t word_count = (length + 63) >> 6;
+    if (word_count > 0) memset(words, 0, (size_t)word_count * sizeof(uint64_t));
+    if (n < 0 || n > tail_lo || tail_lo > tail_hi || tail_hi > length) return -1;
     if (word_count == 0) return 0;
-    memset(words, 0, (size_t)word_count * sizeof(uint64_t));
     int64_t base = 0;
     PORTABLE_BLOCK(uint64_t)
     set_range(words, tail_lo, tail_hi);

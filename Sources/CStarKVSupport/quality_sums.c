@@ -170,10 +170,35 @@ void starkv_kept_sums_force_portable(int on) { sums_force_portable = on; }
 
 void starkv_transpose_heads(const uint8_t *data, int kind, const float *half_table, int64_t heads, int64_t length,
                             int64_t stride, float *out) {
-    for (int64_t j = 0; j < length; j++)
-        for (int64_t h = heads; h < stride; h++) out[j * stride + h] = 0.0f;
-    for (int64_t h = 0; h < heads; h++)
-        for (int64_t j = 0; j < length; j++) out[j * stride + h] = load_value(data, kind, half_table, h * length + j);
+    // Positions in blocks of 64 so that the block's output rows stay in cache while every head
+    // is written into them.
+    for (int64_t j0 = 0; j0 < length; j0 += 64) {
+        int64_t j1 = j0 + 64 < length ? j0 + 64 : length;
+        for (int64_t j = j0; j < j1; j++)
+            for (int64_t h = heads; h < stride; h++) out[j * stride + h] = 0.0f;
+        for (int64_t h = 0; h < heads; h++) {
+            int64_t base = h * length;
+            switch (kind) {
+            case 2:
+                for (int64_t j = j0; j < j1; j++) {
+                    uint16_t v;
+                    memcpy(&v, data + (base + j) * 2, 2);
+                    out[j * stride + h] = half_table[v];
+                }
+                break;
+            case 3:
+                for (int64_t j = j0; j < j1; j++) {
+                    uint16_t v;
+                    memcpy(&v, data + (base + j) * 2, 2);
+                    uint32_t w = (uint32_t)v << 16;
+                    memcpy(out + j * stride + h, &w, 4);
+                }
+                break;
+            default:
+                for (int64_t j = j0; j < j1; j++) memcpy(out + j * stride + h, data + (base + j) * 4, 4);
+            }
+        }
+    }
 }
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))

@@ -213,8 +213,8 @@ public struct KeptBitmaps: Sendable, Equatable {
     /// Kept positions per row.
     public let counts: [Int]
 
-    /// Builds `rowCount` rows over `length` positions; `fill(r, row)` sets row r's words (handed
-    /// zeroed) and returns its number of kept positions.
+    /// Builds `rowCount` rows over `length` positions; `fill(r, row)` sets every word of row r
+    /// and returns its number of kept positions.
     init(length: Int, rowCount: Int, fill: (Int, UnsafeMutableBufferPointer<UInt64>) -> Int) {
         let perRow = (max(0, length) + 63) / 64
         self.length = max(0, length)
@@ -223,9 +223,7 @@ public struct KeptBitmaps: Sendable, Equatable {
         var counts = [Int](repeating: 0, count: rowCount)
         words = [UInt64](unsafeUninitializedCapacity: perRow * rowCount) { buf, n in
             for r in 0..<rowCount {
-                let row = UnsafeMutableBufferPointer(rebasing: buf[(r * perRow)..<((r + 1) * perRow)])
-                row.initialize(repeating: 0)  // `fill` may leave words untouched
-                counts[r] = fill(r, row)
+                counts[r] = fill(r, UnsafeMutableBufferPointer(rebasing: buf[(r * perRow)..<((r + 1) * perRow)]))
             }
             n = perRow * rowCount
         }

@@ -9,8 +9,8 @@
 /// Sets words[0 ..< ceil(length/64)] to the kept row of a top-k over order keys: position
 /// j < n is kept when keys[j] > cut, or keys[j] == cut and j is among the first `ties` positions
 /// holding that key; positions [tail_lo, tail_hi) are kept too (the always-kept window). Returns
-/// the number of kept positions, or -1 when not 0 <= n <= tail_lo <= tail_hi <= length (nothing
-/// written then). `ties` >= n keeps every key equal to the cut.
+/// the number of kept positions, or -1 when not 0 <= n <= tail_lo <= tail_hi <= length (the words
+/// are then all zero). `ties` >= n keeps every key equal to the cut.
 int64_t starkv_ranked_bitmap_u32(const uint32_t *keys, int64_t n, uint32_t cut, int64_t ties, int64_t tail_lo,
                                  int64_t tail_hi, int64_t length, uint64_t *words);
 /// The same over 64-bit order keys.
