@@ -94,7 +94,8 @@ typedef struct {
     int64_t cap;          // more than cap keys: overflow (writes stay inside the slack)
     int64_t count;        // keys copied
     int64_t above;        // keys > hi
-    int64_t eq_hi, eq_lo;  // keys == hi, keys == lo
+    int split_hi, split_lo;  // whether keys == hi (== lo) are counted apart rather than copied
+    int64_t eq_hi, eq_lo;  // keys == hi, keys == lo (when split)
 } bracket_t;
 
 static void pass_scalar(const uint32_t *keys, int64_t n, bracket_t *br, int nb) {
@@ -140,8 +141,11 @@ __attribute__((target("avx512f"), always_inline)) static inline void pass512_n(c
     __m512i above[MAX_BRACKETS], eq_hi[MAX_BRACKETS], eq_lo[MAX_BRACKETS];
     int64_t c[MAX_BRACKETS], cap[MAX_BRACKETS];
     uint32_t *buf[MAX_BRACKETS];
+    int split_hi[MAX_BRACKETS], split_lo[MAX_BRACKETS];
     const __m512i one = _mm512_set1_epi32(1);
     for (int j = 0; j < nb; j++) {
+        split_hi[j] = br[j].split_hi;
+        split_lo[j] = br[j].split_lo;
         base[j] = _mm512_set1_epi32((int)br[j].base);
         limit[j] = _mm512_set1_epi32((int)br[j].limit);
         lo[j] = _mm512_set1_epi32((int)br[j].lo);
@@ -154,11 +158,12 @@ __attribute__((target("avx512f"), always_inline)) static inline void pass512_n(c
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
         __m512i v = _mm512_loadu_si512((const void *)(keys + i));
+#pragma GCC unroll 8
         for (int j = 0; j < nb; j++) {
             __mmask16 in = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(v, base[j]), limit[j]);
             above[j] = _mm512_mask_add_epi32(above[j], _mm512_cmpgt_epu32_mask(v, hi[j]), above[j], one);
-            eq_hi[j] = _mm512_mask_add_epi32(eq_hi[j], _mm512_cmpeq_epu32_mask(v, hi[j]), eq_hi[j], one);
-            eq_lo[j] = _mm512_mask_add_epi32(eq_lo[j], _mm512_cmpeq_epu32_mask(v, lo[j]), eq_lo[j], one);
+            if (split_hi[j]) eq_hi[j] = _mm512_mask_add_epi32(eq_hi[j], _mm512_cmpeq_epu32_mask(v, hi[j]), eq_hi[j], one);
+            if (split_lo[j]) eq_lo[j] = _mm512_mask_add_epi32(eq_lo[j], _mm512_cmpeq_epu32_mask(v, lo[j]), eq_lo[j], one);
             _mm512_storeu_si512((void *)(buf[j] + (c[j] < cap[j] ? c[j] : cap[j])), _mm512_maskz_compress_epi32(in, v));
             c[j] += __builtin_popcount((unsigned)in);
         }
@@ -228,9 +233,12 @@ __attribute__((target("avx2,bmi2"), always_inline)) static inline void pass256_n
     __m256i above[MAX_BRACKETS], eq_hi[MAX_BRACKETS], eq_lo[MAX_BRACKETS];
     int64_t c[MAX_BRACKETS], cap[MAX_BRACKETS];
     uint32_t *buf[MAX_BRACKETS];
+    int split_hi[MAX_BRACKETS], split_lo[MAX_BRACKETS];
     // Unsigned compares as signed ones with the top bit flipped.
     const __m256i flip = _mm256_set1_epi32((int)0x80000000u);
     for (int j = 0; j < nb; j++) {
+        split_hi[j] = br[j].split_hi;
+        split_lo[j] = br[j].split_lo;
         base[j] = _mm256_set1_epi32((int)br[j].base);
         limit[j] = _mm256_set1_epi32((int)(br[j].limit ^ 0x80000000u));
         lo[j] = _mm256_set1_epi32((int)br[j].lo);
@@ -244,12 +252,13 @@ __attribute__((target("avx2,bmi2"), always_inline)) static inline void pass256_n
     for (; i + 8 <= n; i += 8) {
         __m256i v = _mm256_loadu_si256((const __m256i *)(keys + i));
         __m256i vf = _mm256_xor_si256(v, flip);
+#pragma GCC unroll 8
         for (int j = 0; j < nb; j++) {
             __m256i off = _mm256_xor_si256(_mm256_sub_epi32(v, base[j]), flip);
             __m256i in = _mm256_cmpgt_epi32(limit[j], off);  // all ones for a copied key
             above[j] = _mm256_sub_epi32(above[j], _mm256_cmpgt_epi32(vf, hi[j]));
-            eq_hi[j] = _mm256_sub_epi32(eq_hi[j], _mm256_cmpeq_epi32(vf, hi[j]));
-            eq_lo[j] = _mm256_sub_epi32(eq_lo[j], _mm256_cmpeq_epi32(v, lo[j]));
+            if (split_hi[j]) eq_hi[j] = _mm256_sub_epi32(eq_hi[j], _mm256_cmpeq_epi32(vf, hi[j]));
+            if (split_lo[j]) eq_lo[j] = _mm256_sub_epi32(eq_lo[j], _mm256_cmpeq_epi32(v, lo[j]));
             unsigned m = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(in));
             _mm256_storeu_si256((__m256i *)(buf[j] + (c[j] < cap[j] ? c[j] : cap[j])), compress256(v, m));
             c[j] += __builtin_popcount(m);
@@ -504,14 +513,19 @@ static int sampled_cuts(const uint32_t *keys, int64_t n, const want_t *w, int64_
     }
     first_want[nb] = nw;
 
-    // Each bracket copies the keys strictly inside it and counts those equal to its ends (a
-    // row's many ties mostly sit at a bracket's end or fill all of it). Buffers: the sample's
-    // keys in its index range, scaled to the row, with room to spare; a bracket that outgrows
-    // its buffer misses its ranks.
+    // Each bracket copies its keys, except that an end which the sample shows tied (a row's
+    // many ties) is counted apart: such a tie group then fills the bracket or sits at its end.
+    // Buffers: the sample's keys in its index range, scaled to the row, with room to spare; a
+    // bracket that outgrows its buffer misses its ranks.
     int64_t total = 0;
     for (int j = 0; j < nb; j++) {
-        br[j].base = br[j].lo + 1;
-        br[j].limit = br[j].hi > br[j].lo ? br[j].hi - br[j].lo - 1 : 0;
+        int64_t th = first_want[j], tl = span_bottom[j];
+        uint32_t lo = br[j].lo, hi = br[j].hi;
+        br[j].split_hi = lo == hi || (top[th] >= 0 && end_cut[2 * th].equal > 1) || (lo == 0 && hi == UINT32_MAX);
+        br[j].split_lo = lo != hi && bottom[tl] < s && end_cut[2 * tl + 1].equal > 1;
+        uint32_t first = lo + (uint32_t)br[j].split_lo, last = hi - (uint32_t)br[j].split_hi;
+        br[j].base = first;
+        br[j].limit = lo == hi || last < first ? 0 : last - first + 1;
         int64_t t0 = span_top[j], t1 = span_bottom[j];
         int64_t from = top[t0] < 0 ? 0 : top[t0], to = bottom[t1] >= s ? s - 1 : bottom[t1];
         int64_t cap = 2 * (to - from + 3) * stride + 256;
@@ -528,22 +542,22 @@ static int sampled_cuts(const uint32_t *keys, int64_t n, const want_t *w, int64_
 
     run_pass(path, keys, n, br, nb);
 
-    // A rank r places below the bracket's `above` keys: first among the keys equal to hi, then
-    // among the copied keys, then among those equal to lo (the same keys when lo == hi).
+    // A rank r places below the bracket's `above` keys: first among the keys equal to hi when
+    // they are apart, then among the copied keys, then among those equal to lo when apart.
     int rc = 0;
     want_t sub[MAX_BRACKETS];
     for (int j = 0; j < nb && rc == 0; j++) {
         int64_t m = 0;
         int fits = br[j].count <= br[j].cap;
-        int64_t eq_lo = br[j].lo == br[j].hi ? 0 : br[j].eq_lo;
+        int64_t eq_hi = br[j].split_hi ? br[j].eq_hi : 0, eq_lo = br[j].split_lo ? br[j].eq_lo : 0;
         for (int64_t t = first_want[j]; t < first_want[j + 1]; t++) {
             int64_t r = w[t].rank - br[j].above;
-            if (r >= 1 && r <= br[j].eq_hi) {
-                out[w[t].slot] = (starkv_topk_cut32){br[j].hi, r, br[j].eq_hi};
-            } else if (fits && r > br[j].eq_hi && r <= br[j].eq_hi + br[j].count) {
-                sub[m++] = (want_t){r - br[j].eq_hi, w[t].slot};
-            } else if (r > br[j].eq_hi + br[j].count && r <= br[j].eq_hi + br[j].count + eq_lo) {
-                out[w[t].slot] = (starkv_topk_cut32){br[j].lo, r - br[j].eq_hi - br[j].count, eq_lo};
+            if (r >= 1 && r <= eq_hi) {
+                out[w[t].slot] = (starkv_topk_cut32){br[j].hi, r, eq_hi};
+            } else if (fits && r > eq_hi && r <= eq_hi + br[j].count) {
+                sub[m++] = (want_t){r - eq_hi, w[t].slot};
+            } else if (r > eq_hi + br[j].count && r <= eq_hi + br[j].count + eq_lo) {
+                out[w[t].slot] = (starkv_topk_cut32){br[j].lo, r - eq_hi - br[j].count, eq_lo};
             } else {
                 missed[(*nmissed)++] = w[t];
             }

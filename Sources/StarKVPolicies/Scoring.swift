@@ -203,19 +203,33 @@ func kthLargestKey<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], _ k: Int
 /// brackets and one vectorised pass); other keys, and 32-bit ones should its scratch memory fail,
 /// to `bucketedCuts`, the reference it equals.
 func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int]) -> [TopKCut<K>] {
-    if K.self == UInt32.self, let cuts = nativeCuts(keys, ranks: ranks, path: Int32(STARKV_TOPK_AUTO)) {
-        return cuts.cuts
-    }
+    if K.self == UInt32.self, let cuts = nativeCuts(keys, ranks: ranks) { return cuts.cuts }
     return bucketedCuts(keys, ranks: ranks)
 }
 
-/// `kthLargestKeys` of 32-bit keys by `starkv_topk_cuts_u32_using` with the given pass kind
-/// (`STARKV_TOPK_*`; tests force each one): the cuts and whether the sampled brackets held every
-/// rank (`sampled`), or nil when `K` is not 32 bits wide, the kind does not run on this CPU or
-/// scratch memory failed. A rank outside 1...keys.count traps, as in `bucketedCuts`.
-func nativeCuts<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int], path: Int32) -> (cuts: [TopKCut<K>], sampled: Bool)? {
+/// The vector width of the pass in `starkv_topk_cuts_u32_using` (`STARKV_TOPK_*`): the best the
+/// CPU has, or one forced (tests run each; every one gives the same cuts).
+enum TopKPass: Int32, CaseIterable {
+    case auto = 0, scalar = 1, avx2 = 2, avx512 = 3
+
+    /// The passes this CPU runs (`auto` always).
+    static var available: [TopKPass] {
+        let bits = starkv_topk_paths()
+        return allCases.filter { $0 == .auto || bits & (1 << $0.rawValue) != 0 }
+    }
+}
+
+/// `kthLargestKeys` of 32-bit keys by `starkv_topk_cuts_u32_using`, with the given pass and with
+/// or without the sampled brackets (`sample: false` runs the exact select on the whole row): the
+/// cuts and whether the brackets held every rank (`sampled`; false when any rank took the exact
+/// select). Nil when `K` is not 32 bits wide, the pass does not run on this CPU, a rank lies
+/// outside 1...keys.count, or scratch memory failed (`bucketedCuts` then answers or traps).
+func nativeCuts<K: FixedWidthInteger & UnsignedInteger>(
+    _ keys: [K], ranks: [Int], pass: TopKPass = .auto, sample: Bool = true
+) -> (cuts: [TopKCut<K>], sampled: Bool)? {
     guard K.bitWidth == 32 else { return nil }
     let n = keys.count
+    let path = pass.rawValue | (sample ? 0 : Int32(STARKV_TOPK_NO_SAMPLE))
     var raw = [starkv_topk_cut32](repeating: starkv_topk_cut32(), count: ranks.count)
     let rc: Int32 = keys.withUnsafeBytes { kb in
         ranks.map { Int64($0) }.withUnsafeBufferPointer { rb in
@@ -226,7 +240,6 @@ func nativeCuts<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int
             }
         }
     }
-    precondition(rc != -1, "top-k rank outside 1...\(n)")
     guard rc >= 0 else { return nil }
     return (raw.map { TopKCut(key: K(truncatingIfNeeded: $0.key), ties: Int($0.ties), equal: Int($0.equal)) }, rc == 0)
 }
