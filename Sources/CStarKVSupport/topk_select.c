@@ -179,16 +179,14 @@ __attribute__((target("avx512f"), always_inline)) static inline void pass512_n(c
     }
 }
 
+// Up to three brackets a pass: seven vectors each stay in the 32 registers.
 __attribute__((target("avx512f"))) static void pass_avx512(const uint32_t *keys, int64_t n, bracket_t *br, int nb) {
-    switch (nb) {
-    case 1: pass512_n(keys, n, br, 1); break;
-    case 2: pass512_n(keys, n, br, 2); break;
-    case 3: pass512_n(keys, n, br, 3); break;
-    case 4: pass512_n(keys, n, br, 4); break;
-    case 5: pass512_n(keys, n, br, 5); break;
-    case 6: pass512_n(keys, n, br, 6); break;
-    case 7: pass512_n(keys, n, br, 7); break;
-    default: pass512_n(keys, n, br, 8); break;
+    for (int j = 0; j < nb; j += 3) {
+        switch (nb - j) {
+        case 1: pass512_n(keys, n, br + j, 1); break;
+        case 2: pass512_n(keys, n, br + j, 2); break;
+        default: pass512_n(keys, n, br + j, 3); break;
+        }
     }
 }
 
@@ -283,17 +281,9 @@ __attribute__((target("avx2,bmi2"), always_inline)) static inline void pass256_n
     }
 }
 
+// One bracket a pass: seven vectors each, and 16 registers.
 __attribute__((target("avx2,bmi2"))) static void pass_avx2(const uint32_t *keys, int64_t n, bracket_t *br, int nb) {
-    switch (nb) {
-    case 1: pass256_n(keys, n, br, 1); break;
-    case 2: pass256_n(keys, n, br, 2); break;
-    case 3: pass256_n(keys, n, br, 3); break;
-    case 4: pass256_n(keys, n, br, 4); break;
-    case 5: pass256_n(keys, n, br, 5); break;
-    case 6: pass256_n(keys, n, br, 6); break;
-    case 7: pass256_n(keys, n, br, 7); break;
-    default: pass256_n(keys, n, br, 8); break;
-    }
+    for (int j = 0; j < nb; j++) pass256_n(keys, n, br + j, 1);
 }
 #endif
 
