@@ -25,18 +25,31 @@ typedef struct {
     int64_t slot;  // index into the output
 } want_t;
 
-enum {
-    SMALL_ROW = 64,         // rows up to this long are sorted
-    SAMPLED_MIN_ROW = 1024,  // shorter rows take the exact select
-    MAX_BRACKETS = 8,
-    SAMPLE_MAX = 512,
-};
+// Tuning (measured on the rows of a 7B sweep; any value gives the same cuts): rows up to
+// SMALL_ROW_KEYS are sorted, the sample is one key in SAMPLE_DIV, a bracket reaches SIGMA
+// standard deviations either side.
+#ifndef SMALL_ROW_KEYS
+#define SMALL_ROW_KEYS 24
+#endif
+#ifndef SAMPLE_MAX_KEYS
+#define SAMPLE_MAX_KEYS 512
+#endif
 #ifndef SAMPLE_DIV
 #define SAMPLE_DIV 16
 #endif
 #ifndef SIGMA
 #define SIGMA 2
 #endif
+
+enum {
+    SMALL_ROW = SMALL_ROW_KEYS,  // rows up to this long are sorted
+    SAMPLED_MIN_ROW = 1024,  // shorter rows take the exact select
+    MAX_BRACKETS = 8,
+    SAMPLE_MAX = SAMPLE_MAX_KEYS,
+    LOCAL_HIST = 1024,   // exact_cuts keeps histograms up to this many counters on the stack
+    LOCAL_WANTS = 16,
+    LOCAL_SPACE = 1024,
+};
 
 // ---- Small helpers ------------------------------------------------------------------------
 
@@ -353,18 +366,22 @@ static int exact_cuts(const uint32_t *keys, int64_t n, const want_t *w, int64_t 
     if (shift < 0) shift = 0;
     int64_t buckets = (int64_t)(span >> shift) + 1;
     // Four interleaved histograms: a row's keys crowd into few buckets. Then the wants with
-    // their ranks inside their bucket, and the group (bucket) each starts.
-    uint32_t *hist = calloc((size_t)(4 * buckets), sizeof(uint32_t));
-    want_t *sub = malloc((size_t)nw * sizeof(want_t));
-    int64_t *group = malloc((size_t)(nw + 1) * sizeof(int64_t));
-    int64_t *group_bucket = malloc((size_t)nw * sizeof(int64_t));
+    // their ranks inside their bucket, and the group (bucket) each starts. Small ones live on
+    // the stack (the bracket buffers and the buckets below them are small).
+    uint32_t hist_local[LOCAL_HIST];
+    want_t sub_local[LOCAL_WANTS];
+    int64_t group_local[LOCAL_WANTS + 1], group_bucket_local[LOCAL_WANTS];
+    int local_hist = 4 * buckets <= LOCAL_HIST, local_wants = nw <= LOCAL_WANTS;
+    uint32_t *hist = local_hist ? hist_local : malloc((size_t)(4 * buckets) * sizeof(uint32_t));
+    want_t *sub = local_wants ? sub_local : malloc((size_t)nw * sizeof(want_t));
+    int64_t *group = local_wants ? group_local : malloc((size_t)(nw + 1) * sizeof(int64_t));
+    int64_t *group_bucket = local_wants ? group_bucket_local : malloc((size_t)nw * sizeof(int64_t));
+    int rc = 0;
     if (!hist || !sub || !group || !group_bucket) {
-        free(hist);
-        free(sub);
-        free(group);
-        free(group_bucket);
-        return -2;
+        rc = -2;
+        goto done;
     }
+    memset(hist, 0, (size_t)(4 * buckets) * sizeof(uint32_t));
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
         hist[(keys[i] - lo) >> shift]++;
@@ -390,7 +407,6 @@ static int exact_cuts(const uint32_t *keys, int64_t n, const want_t *w, int64_t 
     }
     group[ngroups] = nw;
 
-    int rc = 0;
     for (int64_t g0 = 0; g0 < ngroups && rc == 0; g0 += MAX_BRACKETS) {
         int nb = (int)(ngroups - g0 < MAX_BRACKETS ? ngroups - g0 : MAX_BRACKETS);
         bracket_t br[MAX_BRACKETS];
@@ -404,7 +420,8 @@ static int exact_cuts(const uint32_t *keys, int64_t n, const want_t *w, int64_t 
                                 .limit = top - (uint32_t)first + 1, .cap = hist[group_bucket[g0 + j]]};
             total += br[j].cap + 16;
         }
-        uint32_t *space = malloc((size_t)total * sizeof(uint32_t));
+        uint32_t space_local[LOCAL_SPACE];
+        uint32_t *space = total <= LOCAL_SPACE ? space_local : malloc((size_t)total * sizeof(uint32_t));
         if (!space) {
             rc = -2;
             break;
@@ -419,12 +436,15 @@ static int exact_cuts(const uint32_t *keys, int64_t n, const want_t *w, int64_t 
             int64_t g = g0 + j;
             rc = exact_cuts(br[j].buf, br[j].count, sub + group[g], group[g + 1] - group[g], out, path);
         }
-        free(space);
+        if (space != space_local) free(space);
     }
-    free(hist);
-    free(sub);
-    free(group);
-    free(group_bucket);
+done:
+    if (!local_hist) free(hist);
+    if (!local_wants) {
+        free(sub);
+        free(group);
+        free(group_bucket);
+    }
     return rc;
 }
 
