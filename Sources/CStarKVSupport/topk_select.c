@@ -1,21 +1,23 @@
 // The top-k cuts of a row of 32-bit order keys (starkv_topk.h): the same (key, ties, equal) per
 // rank as `kthLargestKeys` in Sources/StarKVPolicies/Scoring.swift, in about one pass over the row.
 //
-// Sampled brackets (the idea of Floyd and Rivest's SELECT, CACM 18(3), 1975): a fixed-stride
-// sample of the row is sorted; the k-th largest key of the row sits, with high probability, near
-// sample index k·s/n from the top, so each rank gets a bracket [lo, hi] of sample keys a few
-// standard deviations (sqrt(s·q·(1−q)), q = k/n) either side. One pass over the row counts the
-// keys above each bracket and copies the keys inside it (brackets that overlap are merged, so
-// they are disjoint); the rank's place inside its bracket is its rank minus the keys above, and
-// the exact cut comes from the bucketed radix select on the bracket's few keys. Every key equal
-// to the cut lies inside its bracket, so the bracket's counts of that key are the row's. A rank
-// that its bracket misses (a sample unlike its row), or a bracket that outgrows its buffer, is
-// answered by the bucketed radix select of the whole row instead: the cuts never depend on the
-// sample, only the time does.
+// Sampled brackets (the idea of Floyd and Rivest's SELECT, CACM 18(3), 1975): the k-th largest
+// key of the row sits, with high probability, near index k·s/n from the top of a fixed-stride
+// sample of s keys, so each rank gets a bracket [lo, hi] of the sample keys SIGMA standard
+// deviations (sqrt(s·q·(1−q)), q = k/n) either side of that index (found by the exact select of
+// the sample). One pass over the row counts the keys above each bracket and copies the keys
+// inside it (brackets that overlap are merged, so they are disjoint); a bracket end that the
+// sample shows tied is counted apart instead of copied, since rows hold large groups of equal
+// scores. The rank's place inside its bracket is its rank minus the keys above, and the exact
+// cut comes from the bucketed radix select of the bracket's few copied keys (or is an end).
+// Every key equal to the cut lies inside its bracket, so the bracket's counts of that key are
+// the row's. A rank that its bracket misses (a sample unlike its row), or a bracket that
+// outgrows its buffer, is answered by the bucketed radix select of the whole row instead: the
+// cuts never depend on the sample, only the time does.
 //
-// The pass has three forms, chosen at run time like reading_simd.c: AVX-512 (compress the
+// The passes have three forms, chosen at run time like reading_simd.c: AVX-512 (compress the
 // bracket's keys), AVX2 + BMI2 (the same with a permutation built from the mask) and portable
-// scalar code (branch-free appends).
+// scalar code (branch-free appends). Scratch memory is O(n) (at most eight brackets' buffers).
 #include "include/starkv_topk.h"
 #include <stdlib.h>
 #include <string.h>
@@ -131,6 +133,9 @@ static void pass_scalar(const uint32_t *keys, int64_t n, bracket_t *br, int nb) 
     }
 }
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+
 // The scalar pass over keys[from ..< n] for bracket j, continuing its counts.
 static inline void pass_tail(const uint32_t *keys, int64_t from, int64_t n, bracket_t *b, int64_t *c, int64_t *above,
                              int64_t *eq_hi, int64_t *eq_lo) {
@@ -144,8 +149,6 @@ static inline void pass_tail(const uint32_t *keys, int64_t from, int64_t n, brac
     }
 }
 
-#if defined(__x86_64__)
-#include <immintrin.h>
 
 // NB brackets per pass, NB a constant after inlining so the brackets stay in registers.
 __attribute__((target("avx512f"), always_inline)) static inline void pass512_n(const uint32_t *keys, int64_t n,
@@ -315,6 +318,7 @@ static void run_pass(int path, const uint32_t *keys, int64_t n, bracket_t *br, i
 static void min_max(int path, const uint32_t *keys, int64_t n, uint32_t *lo_out, uint32_t *hi_out) {
     uint32_t lo = UINT32_MAX, hi = 0;
     int64_t i = 0;
+    (void)path;
 #if defined(__x86_64__)
     if (path == STARKV_TOPK_AVX512) {
         min_max_avx512(keys, n, &lo, &hi);
