@@ -80,6 +80,34 @@ import StarKVModel
         #expect(kthLargestKeys(keys, ranks: [1, 2, 4]) == expected)
     }
 
+    /// A tie group at a bracket's end is counted apart, not copied: rows where two positions in
+    /// five hold one value V and the rest distinct values, laid out so that the stride sample
+    /// (every 16th position for n = 4000) sees the same mix. With V below every other key, ranks
+    /// just past the distinct keys land in the group at the bracket's low end; with V above,
+    /// ranks near the group's end land in it at the high end (ranks far enough from 1 and n that
+    /// the bracket ends are sample keys). Hand-checked cuts; the brackets hold every rank.
+    @Test func tieGroupsAtBracketEndsGiveTheRowsCounts() {
+        let n = 4000
+        for vOnTop in [false, true] {
+            let v: UInt32 = vOnTop ? 0xC000_0000 : 0x9000_0000
+            let keys: [UInt32] = (0..<n).map { j in j % 5 < 2 ? v : 0xA000_0000 + UInt32(j) * 7 }
+            let distinct = n - 1600
+            let ranks = vOnTop ? [1590, 1595, 1600, 1601, 1610] : [distinct - 3, distinct + 1, distinct + 7]
+            let expected: [TopKCut<UInt32>] = vOnTop
+                ? [TopKCut(key: v, ties: 1590, equal: 1600), TopKCut(key: v, ties: 1595, equal: 1600),
+                   TopKCut(key: v, ties: 1600, equal: 1600), TopKCut(key: 0xA000_0000 + 3999 * 7, ties: 1, equal: 1),
+                   TopKCut(key: 0xA000_0000 + 3984 * 7, ties: 1, equal: 1)]
+                : [TopKCut(key: 0xA000_0000 + 7 * 7, ties: 1, equal: 1), TopKCut(key: v, ties: 1, equal: 1600),
+                   TopKCut(key: v, ties: 7, equal: 1600)]
+            #expect(radixCuts(keys, ranks: ranks) == expected, "V on top: \(vOnTop)")
+            for p in Self.variants where p.sample {
+                let got = nativeCuts(keys, ranks: ranks, pass: p.pass, sample: true)
+                #expect(got?.sampled == true, "V on top: \(vOnTop), pass \(p.pass)")
+                #expect(got?.cuts == expected, "V on top: \(vOnTop), pass \(p.pass)")
+            }
+        }
+    }
+
     /// A row whose sampled positions (the middle of every n/256-th stretch for n = 4096,
     /// topk_select.c) hold large keys and every other position small ones: the sample says
     /// nothing about the middle ranks, their brackets miss, and the exact select answers them
