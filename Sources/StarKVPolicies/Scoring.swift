@@ -1,6 +1,7 @@
 import CStarKVSupport
 import StarKVModel
 import StarKVTrace
+import CStarKVSupport
 
 // Shared scoring primitives: budget/window arithmetic (docs/algorithms.md §1.3), pooling (§1.4),
 // deterministic top-k (§1.4 "Spec for deterministic replay"), the hidden-norm spatial boost
@@ -209,14 +210,60 @@ func kthLargestKey<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], _ k: Int
     kthLargestKeys(keys, ranks: [k])[0].key
 }
 
-/// The cut of every rank in `ranks` (each in 1...keys.count), results in `ranks`' order. One
-/// pass finds the keys' range, one histograms them into up to 2048 buckets of equal width over
-/// that range (about n/8 buckets; order keys are close to a log scale, so a row's scores spread
-/// over the buckets whatever their common exponent), and one pass per two buckets that hold a
-/// rank gathers their keys; the cut inside each such bucket comes from the same procedure on its
-/// keys (a narrower range each time; a few keys are simply sorted). Keys equal to a cut all fall
-/// into its bucket, so the bucket's counts are the row's.
+/// The cut of every rank in `ranks` (each in 1...keys.count), results in `ranks`' order. 32-bit
+/// keys (Float scores) go to `starkv_topk_cuts_u32` (Sources/CStarKVSupport/topk_select.c: sampled
+/// brackets and one vectorised pass); other keys, and 32-bit ones should its scratch memory fail,
+/// to `bucketedCuts`, the reference it equals.
 func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int]) -> [TopKCut<K>] {
+    if K.self == UInt32.self, let cuts = nativeCuts(keys, ranks: ranks) { return cuts.cuts }
+    return bucketedCuts(keys, ranks: ranks)
+}
+
+/// The vector width of the pass in `starkv_topk_cuts_u32_using` (`STARKV_TOPK_*`): the best the
+/// CPU has, or one forced (tests run each; every one gives the same cuts).
+enum TopKPass: Int32, CaseIterable {
+    case auto = 0, scalar = 1, avx2 = 2, avx512 = 3
+
+    /// The passes this CPU runs (`auto` always).
+    static var available: [TopKPass] {
+        let bits = starkv_topk_paths()
+        return allCases.filter { $0 == .auto || bits & (1 << $0.rawValue) != 0 }
+    }
+}
+
+/// `kthLargestKeys` of 32-bit keys by `starkv_topk_cuts_u32_using`, with the given pass and with
+/// or without the sampled brackets (`sample: false` runs the exact select on the whole row): the
+/// cuts and whether the brackets held every rank (`sampled`; false when any rank took the exact
+/// select). Nil when `K` is not 32 bits wide, the pass does not run on this CPU, a rank lies
+/// outside 1...keys.count, or scratch memory failed (`bucketedCuts` then answers or traps).
+func nativeCuts<K: FixedWidthInteger & UnsignedInteger>(
+    _ keys: [K], ranks: [Int], pass: TopKPass = .auto, sample: Bool = true
+) -> (cuts: [TopKCut<K>], sampled: Bool)? {
+    guard K.bitWidth == 32 else { return nil }
+    let n = keys.count
+    let path = pass.rawValue | (sample ? 0 : Int32(STARKV_TOPK_NO_SAMPLE))
+    var raw = [starkv_topk_cut32](repeating: starkv_topk_cut32(), count: ranks.count)
+    let rc: Int32 = keys.withUnsafeBytes { kb in
+        ranks.map { Int64($0) }.withUnsafeBufferPointer { rb in
+            raw.withUnsafeMutableBufferPointer { ob in
+                starkv_topk_cuts_u32_using(
+                    kb.baseAddress?.assumingMemoryBound(to: UInt32.self), Int64(n), rb.baseAddress, Int64(ranks.count),
+                    ob.baseAddress, path)
+            }
+        }
+    }
+    guard rc >= 0 else { return nil }
+    return (raw.map { TopKCut(key: K(truncatingIfNeeded: $0.key), ties: Int($0.ties), equal: Int($0.equal)) }, rc == 0)
+}
+
+/// The cuts of `kthLargestKeys` by the bucketed radix select, for keys of any width. One pass
+/// finds the keys' range, one histograms them into up to 2048 buckets of equal width over that
+/// range (about n/8 buckets; order keys are close to a log scale, so a row's scores spread over
+/// the buckets whatever their common exponent), and one pass per two buckets that hold a rank
+/// gathers their keys; the cut inside each such bucket comes from the same procedure on its keys
+/// (a narrower range each time; a few keys are simply sorted). Keys equal to a cut all fall into
+/// its bucket, so the bucket's counts are the row's.
+func bucketedCuts<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int]) -> [TopKCut<K>] {
     let n = keys.count
     guard !ranks.isEmpty else { return [] }
     if n < 64 { return sortedCuts(keys, ranks: ranks) }
@@ -300,7 +347,7 @@ func kthLargestKeys<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: 
     var out = [TopKCut<K>](repeating: TopKCut(key: 0, ties: 0, equal: 0), count: ranks.count)
     for (t, b) in targets.enumerated() {
         let slots = ranks.indices.filter { bucketOf[$0] == b }
-        let cuts = kthLargestKeys(Array(gathered[start[t]..<(start[t + 1] - 1)]), ranks: slots.map { rankIn[$0] })
+        let cuts = bucketedCuts(Array(gathered[start[t]..<(start[t + 1] - 1)]), ranks: slots.map { rankIn[$0] })
         for (i, slot) in slots.enumerated() { out[slot] = cuts[i] }
     }
     return out
@@ -320,7 +367,7 @@ func sortedCuts<K: FixedWidthInteger & UnsignedInteger>(_ keys: [K], ranks: [Int
 }
 
 /// `kthLargestKeys` by most-significant-digit radix select alone (the plain method, kept as an
-/// independent check of the bucketed one), 8 bits per pass: each pass
+/// independent check of the bucketed ones), 8 bits per pass: each pass
 /// builds one histogram of the current candidates, finds the digit bucket of every rank, and
 /// goes on with the candidates of each bucket that holds a rank (no copy when every candidate is
 /// in it). Ranks that fall into the same bucket share the pass.

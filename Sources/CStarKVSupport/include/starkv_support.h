@@ -5,6 +5,7 @@
 #include "starkv_sha256.h"
 #include "starkv_quality.h"
 #include "starkv_keptrows.h"
+#include "starkv_topk.h"
 
 /// CRC32C (Castagnoli, reflected 0x82F63B78). `crc` is the running value: pass 0 for a new
 /// checksum and the previous result to continue. Uses SSE4.2 where the CPU has it.
