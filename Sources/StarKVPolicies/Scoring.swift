@@ -1,7 +1,6 @@
 import CStarKVSupport
 import StarKVModel
 import StarKVTrace
-import CStarKVSupport
 
 // Shared scoring primitives: budget/window arithmetic (docs/algorithms.md §1.3), pooling (§1.4),
 // deterministic top-k (§1.4 "Spec for deterministic replay"), the hidden-norm spatial boost
