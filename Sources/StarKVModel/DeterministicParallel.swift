@@ -86,10 +86,18 @@ public enum DeterministicParallel {
     /// index order as workers free up; each element is updated by exactly one worker in its own
     /// slot, so the results do not depend on the scheduling.
     public static func updateDynamically<T>(_ items: inout [T], workers: Int, _ body: (inout T) -> Void) {
+        updateDynamically(&items, workers: workers, order: nil, body)
+    }
+
+    /// `updateDynamically` with the elements handed out in `order` (a permutation of the indices;
+    /// e.g. the costliest first, so that no long element starts last). The order changes only
+    /// which worker runs an element and when, never a result.
+    public static func updateDynamically<T>(_ items: inout [T], workers: Int, order: [Int]?, _ body: (inout T) -> Void) {
         let count = items.count
+        let sequence = order.flatMap { $0.count == count && Set($0) == Set(0..<count) ? $0 : nil } ?? Array(0..<count)
         let n = min(max(1, workers), max(1, count))
         if n == 1 {
-            for i in items.indices { body(&items[i]) }
+            for i in sequence { body(&items[i]) }
             return
         }
         let counter = IndexCounter()
@@ -102,7 +110,7 @@ public enum DeterministicParallel {
                     while true {
                         let i = counter.take()
                         if i >= count { break }
-                        call.value(&out.base[i])
+                        call.value(&out.base[sequence[i]])
                     }
                 }
             }

@@ -42,12 +42,20 @@ public struct Provenance: Sendable, Codable, Equatable {
 }
 
 /// A file's SHA-256 computed on a background thread, so hashing a large trace overlaps the replay
-/// that reads it (docs/sweeps.md "Provenance"). `wait()` returns the digest or the read error.
+/// that reads it (docs/sweeps.md "Provenance"), or — with `background: false`, for a replay
+/// asked to use one thread — on the caller's thread in `wait()`. `wait()` returns the digest or
+/// the read error.
 public final class PendingFileHash: @unchecked Sendable {
     private let lock = NSCondition()
     private var result: Result<String, any Error>?
+    private let path: String
+    /// Whether a background thread computes the hash (else `wait()` does).
+    private let background: Bool
 
-    public init(path: String) {
+    public init(path: String, background: Bool = true) {
+        self.path = path
+        self.background = background
+        guard background else { return }
         let thread = Thread { [self] in
             let r = Result { try Provenance.sha256(ofFile: path) }
             lock.lock()
@@ -62,6 +70,7 @@ public final class PendingFileHash: @unchecked Sendable {
     public func wait() throws -> String {
         lock.lock()
         defer { lock.unlock() }
+        if !background, result == nil { result = Result { try Provenance.sha256(ofFile: path) } }
         while result == nil { lock.wait() }
         return try result!.get()
     }

@@ -124,6 +124,8 @@ public struct PolicyReplayer {
         var golden: GoldenAgreement?
         /// One collector per pair, so that the notes' order does not depend on the threads.
         var notes = PolicyNotes()
+        /// Wall time of the pair's unit on the previous step (scheduling only; never in a result).
+        var lastStepSeconds = 0.0
     }
 
     /// Runs every pair over every step. `dump` receives each step's kept-set JSON lines (pairs in
@@ -190,8 +192,13 @@ public struct PolicyReplayer {
             next = prefetch(i + 1)
             // Quality-proxy inputs once per step for every pair (layers in parallel).
             let mass = decodeMass ? StepDecodeMass(header: header, step: step, workers: threads) : nil
-            DeterministicParallel.updateDynamically(&units, workers: workers) { unit in
+            // Costliest units first (by their time on the previous step), so that the step does
+            // not end with one long unit running alone; results do not depend on the order.
+            let order = units.indices.sorted { (units[$0][0].lastStepSeconds, $1) > (units[$1][0].lastStepSeconds, $0) }
+            DeterministicParallel.updateDynamically(&units, workers: workers, order: order) { unit in
+                let start = DispatchTime.now().uptimeNanoseconds
                 PolicyReplayer.advance(&unit, step: step, header: header, layers: layers, loop: loop, numerics: numerics, dumping: dumping, mass: mass)
+                unit[0].lastStepSeconds = Double(DispatchTime.now().uptimeNanoseconds &- start) * 1e-9
             }
             if let failed = units.lazy.flatMap({ $0 }).first(where: { $0.error != nil }) {
                 // Errors name the policy, episode, step and layer (PolicyError).

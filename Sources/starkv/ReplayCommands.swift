@@ -119,7 +119,8 @@ struct ReplayCommand: ParsableCommand {
         let dumpTemp = dumpKept.map { OutputFile.temporaryPath(for: $0) }
         request.dumpKeptPath = dumpTemp
         let bar = ProgressBar(enabled: !quiet && isatty(STDERR_FILENO) != 0)
-        let traceHash = PendingFileHash(path: trace)  // provenance, hashed while the replay runs
+        // Provenance: with more than one thread, hashed while the replay runs; with one, after it.
+        let traceHash = PendingFileHash(path: trace, background: threads > 1)
         var results: ReplayResults
         let written: [String]
         do {

@@ -44,4 +44,26 @@ import Testing
         DeterministicParallel.updateDynamically(&empty, workers: 2) { $0 += 1 }
         #expect(empty.isEmpty)
     }
+
+    @Test func anOrderHandsElementsOutInThatOrderAndABadOrderFallsBackToIndexOrder() {
+        // One worker runs the elements in the given order: each records when it ran.
+        var items = [Int](repeating: -1, count: 5)
+        var clock = 0
+        DeterministicParallel.updateDynamically(&items, workers: 1, order: [3, 1, 4, 0, 2]) { $0 = clock; clock += 1 }
+        #expect(items == [3, 1, 4, 0, 2])
+        // Not a permutation (a repeat, a missing index, the wrong length): index order.
+        for bad in [[0, 0, 1, 2, 3], [1, 2, 3, 4], [0, 1, 2, 3, 5]] {
+            var again = [Int](repeating: -1, count: 5)
+            var tick = 0
+            DeterministicParallel.updateDynamically(&again, workers: 1, order: bad) { $0 = tick; tick += 1 }
+            #expect(again == [0, 1, 2, 3, 4], "\(bad)")
+        }
+        // Several workers: every element exactly once, whatever the order.
+        for workers in [2, 5] {
+            var counts = [Int](repeating: 0, count: 100)
+            DeterministicParallel.updateDynamically(&counts, workers: workers, order: (0..<100).reversed()) { $0 += 1 }
+            let once = counts.allSatisfy { $0 == 1 }
+            #expect(once)
+        }
+    }
 }
