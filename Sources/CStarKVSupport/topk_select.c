@@ -19,6 +19,7 @@
 // bracket's keys), AVX2 + BMI2 (the same with a permutation built from the mask) and portable
 // scalar code (branch-free appends). Scratch memory is O(n) (at most eight brackets' buffers).
 #include "include/starkv_topk.h"
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -471,6 +472,37 @@ static int best_pass(int paths) {
 
 // The sampled select of the wants (sorted by rank, nw ≤ MAX_BRACKETS, n ≥ SAMPLED_MIN_ROW).
 // Wants its brackets missed are moved to missed[0 ..< *nmissed].
+// The bracket copies' buffer, one per thread, kept between calls and grown to the largest
+// request (a sweep selects ~10^5 rows; a fresh block per call went through the allocator's shared
+// arena, and its lock, every time). Freed when the thread ends.
+static pthread_key_t space_key;
+static pthread_once_t space_once = PTHREAD_ONCE_INIT;
+typedef struct { uint32_t *data; size_t capacity; } space_t;
+static void space_free(void *p) {
+    space_t *sp = p;
+    free(sp->data);
+    free(sp);
+}
+static void space_init(void) { (void)pthread_key_create(&space_key, space_free); }
+static uint32_t *bracket_space(size_t count) {
+    (void)pthread_once(&space_once, space_init);
+    space_t *sp = pthread_getspecific(space_key);
+    if (!sp) {
+        sp = calloc(1, sizeof(space_t));
+        if (!sp) return NULL;
+        if (pthread_setspecific(space_key, sp) != 0) {
+            free(sp);
+            return NULL;
+        }
+    }
+    if (sp->capacity < count) {
+        free(sp->data);
+        sp->data = malloc(count * sizeof(uint32_t));
+        sp->capacity = sp->data ? count : 0;
+    }
+    return sp->data;
+}
+
 static int sampled_cuts(const uint32_t *keys, int64_t n, const want_t *w, int64_t nw, starkv_topk_cut32 *out,
                         int path, want_t *missed, int64_t *nmissed) {
     *nmissed = 0;
@@ -546,7 +578,7 @@ static int sampled_cuts(const uint32_t *keys, int64_t n, const want_t *w, int64_
         br[j].cap = cap < n ? cap : n;
         total += br[j].cap + 16;
     }
-    uint32_t *space = malloc((size_t)total * sizeof(uint32_t));
+    uint32_t *space = bracket_space((size_t)total);
     if (!space) return -2;
     total = 0;
     for (int j = 0; j < nb; j++) {
@@ -578,7 +610,6 @@ static int sampled_cuts(const uint32_t *keys, int64_t n, const want_t *w, int64_
         }
         if (m > 0) rc = exact_cuts(br[j].buf, br[j].count, sub, m, out, path);
     }
-    free(space);
     return rc;
 }
 

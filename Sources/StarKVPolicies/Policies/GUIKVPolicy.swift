@@ -196,13 +196,20 @@ public struct GUIKVPolicy: KVPolicy {
                         let zeroed = (0..<hkv).map { grp in
                             residRanks[grp].topKAscending(count: zeroCounts[b]).map { prevPositions[Int($0)] }.filter { $0 < past }
                         }
-                        let zeroedRanks = keptHeads.map { hh in
-                            // The head's keys with its group's zeroed positions at the key of 0.
-                            var keys = ranked[hh].keys
-                            keys.withUnsafeMutableBufferPointer { kb in for pos in zeroed[hh / g] { kb[pos] = zeroKey } }
-                            return ScoreRanking<Float>(keys: keys, counts: [k])
+                        // Each head's keys with its group's zeroed positions at the key of 0, in
+                        // one reused buffer (each ranking is done with before the next copy).
+                        var scratch = [UInt32](repeating: 0, count: past)
+                        rows = KeptBitmaps(length: l, rowCount: keptHeads.count) { r, words in
+                            let hh = keptHeads[r]
+                            scratch.withUnsafeMutableBufferPointer { kb in
+                                ranked[hh].keys.withUnsafeBufferPointer { src in
+                                    for i in 0..<min(src.count, kb.count) { kb[i] = src[i] }
+                                }
+                                for pos in zeroed[hh / g] { kb[pos] = zeroKey }
+                            }
+                            let zeroedRank = ScoreRanking<Float>(keys: scratch, counts: [k])
+                            return zeroedRank.keptBitmap(count: k, then: past..<max(past, l), length: l, into: words)
                         }
-                        rows = KeptBitmaps(ranked: zeroedRanks, count: k, promptLength: l)
                     } else {
                         rows = KeptBitmaps(ranked: keptHeads.map { ranked[$0] }, count: k, promptLength: l)
                     }
