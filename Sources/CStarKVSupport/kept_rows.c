@@ -4,16 +4,18 @@
 // position and a bitmap built from that list another pass. The AVX-512 paths compare 16 keys per
 // instruction; the portable paths give the same bits.
 #include "include/starkv_keptrows.h"
+#include <stdatomic.h>
 #include <string.h>
 
-static int force_portable = 0;
-void starkv_keptrows_force_portable(int on) { force_portable = on; }
+// Tests switch the portable paths on while other threads may be running kernels.
+static _Atomic int force_portable = 0;
+void starkv_keptrows_force_portable(int on) { atomic_store_explicit(&force_portable, on, memory_order_relaxed); }
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
 #define STARKV_X86 1
 #include <immintrin.h>
 static int have_avx512(void) {
-    return !force_portable && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+    return !atomic_load_explicit(&force_portable, memory_order_relaxed) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
 }
 #else
 static int have_avx512(void) { return 0; }
@@ -195,7 +197,7 @@ void starkv_widen_to_float(const uint8_t *src, int kind, const float *half_table
         const uint16_t *h = (const uint16_t *)src;
 #ifdef STARKV_X86
         if (have_avx512()) { widen_half_avx512(h, n, out); return; }
-        if (!force_portable && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) { widen_half_f16c(h, n, out); return; }
+        if (!atomic_load_explicit(&force_portable, memory_order_relaxed) && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c")) { widen_half_f16c(h, n, out); return; }
 #endif
         for (int64_t i = 0; i < n; i++) out[i] = half_table[h[i]];
         return;

@@ -2,6 +2,7 @@
 // (starkv_quality.h). Each head's sum is one fp64 accumulator fed in the row's order, so the bits
 // equal a plain loop; heads are interleaved only to keep several independent chains in flight.
 #include "include/starkv_quality.h"
+#include <stdatomic.h>
 #include <string.h>
 
 static inline float load_value(const uint8_t *data, int kind, const float *half_table, int64_t at) {
@@ -165,8 +166,9 @@ int starkv_bitmap_from_sorted(const int32_t *idx, int64_t n, int64_t length, uin
 // lane is exactly the one-accumulator chain of a plain loop). The values come from a copy of
 // the layer transposed to [position][head], made once per step.
 
-static int sums_force_portable = 0;
-void starkv_kept_sums_force_portable(int on) { sums_force_portable = on; }
+// Tests switch the lane kernel off while other threads may be summing.
+static _Atomic int sums_force_portable = 0;
+void starkv_kept_sums_force_portable(int on) { atomic_store_explicit(&sums_force_portable, on, memory_order_relaxed); }
 
 void starkv_transpose_heads(const uint8_t *data, int kind, const float *half_table, int64_t heads, int64_t length,
                             int64_t stride, float *out) {
@@ -205,7 +207,7 @@ void starkv_transpose_heads(const uint8_t *data, int kind, const float *half_tab
 #include <immintrin.h>
 
 int starkv_kept_sums_bitmaps_available(void) {
-    return !sums_force_portable && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+    return !atomic_load_explicit(&sums_force_portable, memory_order_relaxed) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512dq");
 }
 

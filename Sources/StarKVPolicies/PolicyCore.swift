@@ -243,18 +243,6 @@ public struct KeptBitmaps: Sendable, Equatable {
         if !ok { return nil }
     }
 
-    /// The rows `rows` of `other`, in that order (e.g. one query head's row per KV head).
-    init(selecting rows: [Int], of other: KeptBitmaps) {
-        length = other.length
-        rowCount = rows.count
-        wordsPerRow = other.wordsPerRow
-        counts = rows.map { other.counts[$0] }
-        var w: [UInt64] = []
-        w.reserveCapacity(rows.count * other.wordsPerRow)
-        for r in rows { w.append(contentsOf: other.words[(r * other.wordsPerRow)..<((r + 1) * other.wordsPerRow)]) }
-        words = w
-    }
-
     /// Row r's kept positions, ascending.
     public func positions(row r: Int) -> [Int32] {
         let count = counts[r]

@@ -92,8 +92,10 @@ public struct StepDecodeMass: Sendable {
     let layers: [Result<Layer, PolicyError>]
 
     /// Decodes every layer's rows (layers spread over `workers` threads; the result does not
-    /// depend on the thread count).
-    public init(header: TraceHeader, step: StepRecord, workers: Int = 1) {
+    /// depend on the thread count). `laneCopies`: also make each layer's [position][head] copy
+    /// for bitmap rows (`HeadMajorCopy`, about the field's own size again); without it bitmap
+    /// rows are summed through their positions, with the same results.
+    public init(header: TraceHeader, step: StepRecord, workers: Int = 1, laneCopies: Bool = true) {
         self.header = header
         self.step = step
         let fields: StepFields
@@ -119,7 +121,8 @@ public struct StepDecodeMass: Sendable {
                     for x in row { total += Double(x) }
                     return total
                 }
-                return .success(Layer(tensor: chunk.tensor, totals: totals, transposed: HeadMajorCopy(chunk.tensor, heads: rows.count, length: l)))
+                let copy = laneCopies ? HeadMajorCopy(chunk.tensor, heads: rows.count, length: l) : nil
+                return .success(Layer(tensor: chunk.tensor, totals: totals, transposed: copy))
             } catch {
                 return .failure(error as? PolicyError ?? .invalidStep(policy: "quality-proxy", episode: step.episodeID, step: step.stepIndex, reason: "\(error)"))
             }

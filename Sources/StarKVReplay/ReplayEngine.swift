@@ -191,7 +191,9 @@ public struct PolicyReplayer {
             let step = try next?.get() ?? reader.readStep(at: i, fields: needed)
             next = prefetch(i + 1)
             // Quality-proxy inputs once per step for every pair (layers in parallel).
-            let mass = decodeMass ? StepDecodeMass(header: header, step: step, workers: threads) : nil
+            // Lane copies only where policies hand over bitmap rows (the re-prefill loop; the
+            // persistent loop lists each pair's positions after masking).
+            let mass = decodeMass ? StepDecodeMass(header: header, step: step, workers: threads, laneCopies: loop == .reprefill) : nil
             // Costliest units first (by their time on the previous step), so that the step does
             // not end with one long unit running alone; results do not depend on the order.
             let order = units.indices.sorted { (units[$0][0].lastStepSeconds, $1) > (units[$1][0].lastStepSeconds, $0) }

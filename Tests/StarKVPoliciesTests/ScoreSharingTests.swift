@@ -290,6 +290,11 @@ extension ScoreSharingTests {
             selections.append(selections[2].map { sel in var listed = sel; listed.keptIndices = sel.keptIndices; return listed })
             let mass = StepDecodeMass(header: header, step: step)
             let all = mass.shares(ofEach: selections)
+            // Without the lane copies the bitmap rows go through their positions: same bits.
+            let listed = StepDecodeMass(header: header, step: step, laneCopies: false).shares(ofEach: selections)
+            for b in selections.indices {
+                #expect(try all[b].get().map { $0?.bitPattern } == listed[b].get().map { $0?.bitPattern }, "\(policy.name) budget \(b) without lane copies")
+            }
             for (b, sels) in selections.enumerated() {
                 let expected = try QualityProxy.decodeAttentionShares(header: header, step: step, output: PolicyStepOutput(layers: sels, scoringFLOPs: 0, state: .empty))
                 let got = try all[b].get()
