@@ -37,14 +37,16 @@ static inline uint64_t take_ties(uint64_t equal, int64_t *ties) {
     return taken;
 }
 
+// The bits of positions [lo, hi) that lie in lo's word, and how many there are (`*span`).
+static inline uint64_t word_bits(int64_t lo, int64_t hi, int64_t *span) {
+    int64_t s = lo & 63;
+    *span = 64 - s < hi - lo ? 64 - s : hi - lo;
+    return *span == 64 ? ~(uint64_t)0 : (((uint64_t)1 << *span) - 1) << s;
+}
+
 static void set_range(uint64_t *words, int64_t lo, int64_t hi) {
-    while (lo < hi) {
-        int64_t w = lo >> 6, s = lo & 63;
-        int64_t span = 64 - s < hi - lo ? 64 - s : hi - lo;
-        uint64_t bits = span == 64 ? ~(uint64_t)0 : (((uint64_t)1 << span) - 1) << s;
-        words[w] |= bits;
-        lo += span;
-    }
+    int64_t span;
+    for (; lo < hi; lo += span) words[lo >> 6] |= word_bits(lo, hi, &span);
 }
 
 static int64_t count_bits(const uint64_t *words, int64_t word_count) {
@@ -108,13 +110,26 @@ static int64_t positions_avx512(const uint64_t *words, int64_t length, int32_t *
 }
 #endif
 
-int64_t starkv_ranked_bitmap_u32(const uint32_t *keys, int64_t n, uint32_t cut, int64_t ties, int64_t tail_lo,
-                                 int64_t tail_hi, int64_t length, uint64_t *words) {
+// The start of both ranked bitmaps: zeroes the words (when `length` is valid) and returns their
+// count, or -1 when the row does not fit (starkv_keptrows.h).
+static int64_t begin_ranked(int64_t n, int64_t tail_lo, int64_t tail_hi, int64_t length, uint64_t *words) {
     if (length < 0) return -1;
     int64_t word_count = (length + 63) >> 6;
     if (word_count > 0) memset(words, 0, (size_t)word_count * sizeof(uint64_t));
     if (n < 0 || n > tail_lo || tail_lo > tail_hi || tail_hi > length) return -1;
-    if (word_count == 0) return 0;
+    return word_count;
+}
+
+// The end of both: the window's bits, then the row's size.
+static int64_t end_ranked(uint64_t *words, int64_t word_count, int64_t tail_lo, int64_t tail_hi) {
+    set_range(words, tail_lo, tail_hi);
+    return count_bits(words, word_count);
+}
+
+int64_t starkv_ranked_bitmap_u32(const uint32_t *keys, int64_t n, uint32_t cut, int64_t ties, int64_t tail_lo,
+                                 int64_t tail_hi, int64_t length, uint64_t *words) {
+    int64_t word_count = begin_ranked(n, tail_lo, tail_hi, length, words);
+    if (word_count <= 0) return word_count;
     int64_t base = 0;
 #ifdef STARKV_X86
     if (have_avx512()) {
@@ -124,21 +139,16 @@ int64_t starkv_ranked_bitmap_u32(const uint32_t *keys, int64_t n, uint32_t cut, 
     {
         PORTABLE_BLOCK(uint32_t)
     }
-    set_range(words, tail_lo, tail_hi);
-    return count_bits(words, word_count);
+    return end_ranked(words, word_count, tail_lo, tail_hi);
 }
 
 int64_t starkv_ranked_bitmap_u64(const uint64_t *keys, int64_t n, uint64_t cut, int64_t ties, int64_t tail_lo,
                                  int64_t tail_hi, int64_t length, uint64_t *words) {
-    if (length < 0) return -1;
-    int64_t word_count = (length + 63) >> 6;
-    if (word_count > 0) memset(words, 0, (size_t)word_count * sizeof(uint64_t));
-    if (n < 0 || n > tail_lo || tail_lo > tail_hi || tail_hi > length) return -1;
-    if (word_count == 0) return 0;
+    int64_t word_count = begin_ranked(n, tail_lo, tail_hi, length, words);
+    if (word_count <= 0) return word_count;
     int64_t base = 0;
     PORTABLE_BLOCK(uint64_t)
-    set_range(words, tail_lo, tail_hi);
-    return count_bits(words, word_count);
+    return end_ranked(words, word_count, tail_lo, tail_hi);
 }
 
 int64_t starkv_bitmap_positions(const uint64_t *words, int64_t length, int32_t *out) {
@@ -158,14 +168,8 @@ int64_t starkv_bitmap_positions(const uint64_t *words, int64_t length, int32_t *
 }
 
 int64_t starkv_bitmap_count(const uint64_t *words, int64_t lo, int64_t hi) {
-    int64_t c = 0;
-    while (lo < hi) {
-        int64_t w = lo >> 6, s = lo & 63;
-        int64_t span = 64 - s < hi - lo ? 64 - s : hi - lo;
-        uint64_t bits = span == 64 ? ~(uint64_t)0 : (((uint64_t)1 << span) - 1) << s;
-        c += __builtin_popcountll(words[w] & bits);
-        lo += span;
-    }
+    int64_t c = 0, span;
+    for (; lo < hi; lo += span) c += __builtin_popcountll(words[lo >> 6] & word_bits(lo, hi, &span));
     return c;
 }
 

@@ -114,41 +114,33 @@ typedef struct {
     int64_t eq_hi, eq_lo;  // keys == hi, keys == lo (when split)
 } bracket_t;
 
-static void pass_scalar(const uint32_t *keys, int64_t n, bracket_t *br, int nb) {
-    for (int j = 0; j < nb; j++) {
-        uint32_t base = br[j].base, limit = br[j].limit, hi = br[j].hi, lo = br[j].lo;
-        uint32_t *buf = br[j].buf;
-        int64_t cap = br[j].cap, c = 0, above = 0, eq_hi = 0, eq_lo = 0;
-        for (int64_t i = 0; i < n; i++) {
-            uint32_t k = keys[i];
-            buf[c < cap ? c : cap] = k;
-            c += (uint32_t)(k - base) < limit;
-            above += k > hi;
-            eq_hi += k == hi;
-            eq_lo += k == lo;
-        }
-        br[j].count = c;
-        br[j].above = above;
-        br[j].eq_hi = eq_hi;
-        br[j].eq_lo = eq_lo;
+// The scalar pass over keys[from ..< n] for bracket b, continuing the counts the vector passes
+// made over keys[0 ..< from] (all zero for the scalar pass), and the bracket's results.
+static inline void finish_bracket(const uint32_t *keys, int64_t from, int64_t n, bracket_t *b, int64_t c, int64_t above,
+                                  int64_t eq_hi, int64_t eq_lo) {
+    uint32_t base = b->base, limit = b->limit, hi = b->hi, lo = b->lo;
+    uint32_t *buf = b->buf;
+    int64_t cap = b->cap;
+    for (int64_t i = from; i < n; i++) {
+        uint32_t k = keys[i];
+        buf[c < cap ? c : cap] = k;
+        c += (uint32_t)(k - base) < limit;
+        above += k > hi;
+        eq_hi += k == hi;
+        eq_lo += k == lo;
     }
+    b->count = c;
+    b->above = above;
+    b->eq_hi = eq_hi;
+    b->eq_lo = eq_lo;
+}
+
+static void pass_scalar(const uint32_t *keys, int64_t n, bracket_t *br, int nb) {
+    for (int j = 0; j < nb; j++) finish_bracket(keys, 0, n, &br[j], 0, 0, 0, 0);
 }
 
 #if defined(__x86_64__)
 #include <immintrin.h>
-
-// The scalar pass over keys[from ..< n] for bracket j, continuing its counts.
-static inline void pass_tail(const uint32_t *keys, int64_t from, int64_t n, bracket_t *b, int64_t *c, int64_t *above,
-                             int64_t *eq_hi, int64_t *eq_lo) {
-    for (int64_t t = from; t < n; t++) {
-        uint32_t k = keys[t];
-        b->buf[*c < b->cap ? *c : b->cap] = k;
-        *c += (uint32_t)(k - b->base) < b->limit;
-        *above += k > b->hi;
-        *eq_hi += k == b->hi;
-        *eq_lo += k == b->lo;
-    }
-}
 
 
 // NB brackets per pass, NB a constant after inlining so the brackets stay in registers.
@@ -186,13 +178,8 @@ __attribute__((target("avx512f"), always_inline)) static inline void pass512_n(c
         }
     }
     for (int j = 0; j < nb; j++) {
-        int64_t a = _mm512_reduce_add_epi32(above[j]);
-        int64_t eh = _mm512_reduce_add_epi32(eq_hi[j]), el = _mm512_reduce_add_epi32(eq_lo[j]);
-        pass_tail(keys, i, n, &br[j], &c[j], &a, &eh, &el);
-        br[j].count = c[j];
-        br[j].above = a;
-        br[j].eq_hi = eh;
-        br[j].eq_lo = el;
+        finish_bracket(keys, i, n, &br[j], c[j], _mm512_reduce_add_epi32(above[j]), _mm512_reduce_add_epi32(eq_hi[j]),
+                       _mm512_reduce_add_epi32(eq_lo[j]));
     }
 }
 
@@ -290,11 +277,7 @@ __attribute__((target("avx2,bmi2"), always_inline)) static inline void pass256_n
             eh += lh[t];
             el += ll[t];
         }
-        pass_tail(keys, i, n, &br[j], &c[j], &a, &eh, &el);
-        br[j].count = c[j];
-        br[j].above = a;
-        br[j].eq_hi = eh;
-        br[j].eq_lo = el;
+        finish_bracket(keys, i, n, &br[j], c[j], a, eh, el);
     }
 }
 

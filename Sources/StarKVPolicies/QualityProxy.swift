@@ -292,19 +292,13 @@ enum OrderedKeptSums {
         guard let perRow = bitmaps.first?.wordsPerRow else { return [] }
         var out = [Double](repeating: 0, count: selections.count * heads)
         let done = copy.values.withUnsafeBufferPointer { t in
-            withWordPointers(bitmaps[...]) { words in
+            withRowPointers(bitmaps.map(\.words)) { words in
                 starkv_kept_sums_bitmaps(
                     t.baseAddress, Int64(copy.stride), Int64(l), Int64(heads), Int64(selections.count), headRow, words, Int64(perRow), &out)
             }
         }
         guard done != 0 else { return nil }
         return (0..<selections.count).map { Array(out[($0 * heads)..<(($0 + 1) * heads)]) }
-    }
-
-    /// Calls `body` with each bitmap's word storage pinned (nested, no copy).
-    private static func withWordPointers<R>(_ bitmaps: ArraySlice<KeptBitmaps>, _ pointers: [UnsafePointer<UInt64>?] = [], _ body: ([UnsafePointer<UInt64>?]) -> R) -> R {
-        guard let first = bitmaps.first else { return body(pointers) }
-        return first.words.withUnsafeBufferPointer { w in withWordPointers(bitmaps.dropFirst(), pointers + [w.baseAddress], body) }
     }
 
     /// Calls `body` with a pointer to each row's positions, written ascending into one buffer.
@@ -325,9 +319,9 @@ enum OrderedKeptSums {
     }
 
     /// Calls `body` with the base address of every row, each row's storage pinned for the call
-    /// (nested `withUnsafeBufferPointer`s, one per row: no copy of the positions).
-    private static func withRowPointers<R>(_ rows: [[Int32]], _ body: ([UnsafePointer<Int32>?]) -> R) -> R {
-        var pointers: [UnsafePointer<Int32>?] = []
+    /// (nested `withUnsafeBufferPointer`s, one per row: no copy of the rows).
+    private static func withRowPointers<T, R>(_ rows: [[T]], _ body: ([UnsafePointer<T>?]) -> R) -> R {
+        var pointers: [UnsafePointer<T>?] = []
         pointers.reserveCapacity(rows.count)
         func nest(_ i: Int) -> R {
             if i == rows.count { return body(pointers) }

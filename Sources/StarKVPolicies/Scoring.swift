@@ -717,42 +717,18 @@ extension ScoreRanking: TopKRow {
 }
 
 extension KeptBitmaps {
-    /// The kept rows `ranked[r]`'s `counts[r]` best positions followed by the window
-    /// [n, `promptLength`) (as `topKWithWindow`), as bitmaps over the prompt.
-    init<R: TopKRow>(ranked: [R], counts: [Int], promptLength l: Int) {
+    /// Row r: `ranked[r]`'s `counts[r]` best positions followed, with `window`, by the window
+    /// [n, `promptLength`) (as `topKWithWindow`; without it as `topKAscending(count:)`), as
+    /// bitmaps over the prompt (rows of at most `promptLength` scores).
+    init(ranked: [any TopKRow], counts: [Int], promptLength l: Int, window: Bool = true) {
         self.init(length: l, rowCount: ranked.count) { r, words in
             let n = ranked[r].scoredCount
-            return ranked[r].keptBitmap(count: counts[r], then: n..<max(n, l), length: l, into: words)
+            return ranked[r].keptBitmap(count: counts[r], then: n..<(window ? max(n, l) : n), length: l, into: words)
         }
     }
 
     /// The same with every row's count `k`.
-    init<R: TopKRow>(ranked: [R], count k: Int, promptLength l: Int) {
-        self.init(ranked: ranked, counts: Array(repeating: k, count: ranked.count), promptLength: l)
-    }
-
-    /// One row: `ranked`'s `k` best positions followed by the window [n, `promptLength`).
-    init(ranked: any TopKRow, count k: Int, promptLength l: Int) {
-        self.init(length: l, rowCount: 1) { _, words in
-            let n = ranked.scoredCount
-            return ranked.keptBitmap(count: k, then: n..<max(n, l), length: l, into: words)
-        }
-    }
-
-    /// The `k` best positions of every row, without a window (`topKAscending(count:)`), over
-    /// the prompt's `promptLength` positions (rows of at most that many scores).
-    init<R: TopKRow>(rankedWithoutWindow ranked: [R], count k: Int, promptLength l: Int) {
-        self.init(length: l, rowCount: ranked.count) { r, words in
-            let n = ranked[r].scoredCount
-            return ranked[r].keptBitmap(count: k, then: n..<n, length: l, into: words)
-        }
-    }
-
-    /// The same for rows of mixed score types.
-    init(rankedWithoutWindow ranked: [any TopKRow], count k: Int, promptLength l: Int) {
-        self.init(length: l, rowCount: ranked.count) { r, words in
-            let n = ranked[r].scoredCount
-            return ranked[r].keptBitmap(count: k, then: n..<n, length: l, into: words)
-        }
+    init(ranked: [any TopKRow], count k: Int, promptLength l: Int, window: Bool = true) {
+        self.init(ranked: ranked, counts: Array(repeating: k, count: ranked.count), promptLength: l, window: window)
     }
 }

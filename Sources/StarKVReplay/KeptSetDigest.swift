@@ -52,11 +52,9 @@ struct KeptSetDigest {
             if version == .v2, Self.littleEndianWords, let bitmaps = sel.keptBitmaps, bitmaps.length == promptLength {
                 // Rows the policy built as bitmaps over this prompt: the same bytes as
                 // `fillBitmap` gives for their positions (bits past L are zero).
-                let byteCount = (promptLength + 7) / 8
                 for r in 0..<bitmaps.rowCount {
                     sha.update(integer: UInt32(truncatingIfNeeded: bitmaps.counts[r]))
-                    sha.update(integer: UInt8(0))
-                    bitmaps.withRow(r) { sha.update(raw: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer($0)[0..<byteCount])) }
+                    bitmaps.withRow(r) { updateBitmapRow($0, promptLength: promptLength) }
                 }
                 continue
             }
@@ -67,9 +65,8 @@ struct KeptSetDigest {
                     sha.update(littleEndian: row)
                 case .v2:
                     if fillBitmap(row, length: promptLength) {
-                        sha.update(integer: UInt8(0))
-                        let byteCount = (promptLength + 7) / 8
-                        words.withUnsafeBytes { sha.update(raw: UnsafeRawBufferPointer(rebasing: $0[0..<byteCount])) }
+                        let filled = words
+                        filled.withUnsafeBufferPointer { updateBitmapRow($0, promptLength: promptLength) }
                     } else {
                         sha.update(integer: UInt8(1))
                         sha.update(littleEndian: row)
@@ -77,6 +74,12 @@ struct KeptSetDigest {
                 }
             }
         }
+    }
+
+    /// Feeds a v2 bitmap row: the byte 0, then the first ⌈L/8⌉ bytes of its words.
+    private mutating func updateBitmapRow(_ rowWords: UnsafeBufferPointer<UInt64>, promptLength: Int) {
+        sha.update(integer: UInt8(0))
+        sha.update(raw: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(rowWords)[0..<((promptLength + 7) / 8)]))
     }
 
     /// Whether a bitmap's words sit in memory in position order (little-endian hosts).

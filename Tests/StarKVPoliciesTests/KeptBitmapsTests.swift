@@ -26,7 +26,7 @@ import Testing
         #expect(Self.positions(KeptBitmaps(ranked: [r], count: 0, promptLength: 7)) == [[5, 6]])
         #expect(Self.positions(KeptBitmaps(ranked: [r], count: 9, promptLength: 6)) == [[0, 1, 2, 3, 4, 5]])
         // A tie at the cut (k = 1 among three 3s) keeps the lowest position.
-        #expect(Self.positions(KeptBitmaps(rankedWithoutWindow: [r], count: 1, promptLength: 5)) == [[1]])
+        #expect(Self.positions(KeptBitmaps(ranked: [r], count: 1, promptLength: 5, window: false)) == [[1]])
     }
 
     @Test(arguments: [false, true])

@@ -83,7 +83,7 @@ public struct H2OPolicy: KVPolicy {
                     for (b, plan) in plans.enumerated() {
                         layers[b].append(LayerSelection(
                             layer: layer, granularity: .kvHead,
-                            keptBitmaps: KeptBitmaps(rankedWithoutWindow: ranked, count: plan.capacity, promptLength: l),
+                            keptBitmaps: KeptBitmaps(ranked: ranked, count: plan.capacity, promptLength: l, window: false),
                             capacityTokens: plan.capacity, windowTokens: 0, compressed: true))
                     }
                 } else {

@@ -79,7 +79,7 @@ public struct SnapKVPressPolicy: KVPolicy {
     /// positions.
     private func selection(layer: Int, ranked: [any TopKRow], plan: BudgetPlan, capacity c: Int) -> LayerSelection {
         let past = plan.past, l = plan.promptLength
-        let rows = KeptBitmaps(rankedWithoutWindow: ranked, count: c, promptLength: l)
+        let rows = KeptBitmaps(ranked: ranked, count: c, promptLength: l, window: false)
         // The rows are ascending and the window is their last l − past positions: it is all kept
         // exactly when the row keeps every position of [past, l).
         let windowKept = (0..<rows.rowCount).allSatisfy { rows.count(row: $0, in: past..<l) == l - past }

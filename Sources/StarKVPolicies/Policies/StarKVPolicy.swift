@@ -254,7 +254,7 @@ public struct StarKVPolicy: KVPolicy {
         var flops = snapKVScoringFLOPs(fields.header.model, promptLength: l, window: plan.window, kernel: config.kernel)
         for layer in 0..<fields.numLayers {
             layers.append(LayerSelection(
-                layer: layer, granularity: .shared, keptBitmaps: KeptBitmaps(ranked: rows[layer], count: budgets[layer], promptLength: l),
+                layer: layer, granularity: .shared, keptBitmaps: KeptBitmaps(ranked: [rows[layer]], count: budgets[layer], promptLength: l),
                 capacityTokens: budgets[layer] + plan.window, windowTokens: plan.window, compressed: true))
             flops += scored[layer].flops
         }
